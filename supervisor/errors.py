@@ -1,0 +1,104 @@
+"""Every error a user can hit: a named exception with a stable wire code,
+a one-line message that says what to do, and the CLI's exit code.
+
+The supervisor raises these where a problem is known and sends them as
+``error`` frames; the client turns the frame back into the same exception;
+the CLI renders it in one place.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every user-facing error."""
+
+    code = "internal_error"
+    exit_code = 1
+
+    def __init__(self, message: str):
+        # Messages are shown on one line; a newline from a library must not
+        # break that promise.
+        super().__init__(" ".join(str(message).split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BadRequest(CorralError):
+    code = "bad_request"
+    exit_code = 2
+
+
+class UsageError(CorralError):
+    code = "bad_usage"
+    exit_code = 2
+
+
+class ModelNotFound(CorralError):
+    code = "model_not_found"
+    exit_code = 3
+
+
+class ModelLoadFailed(CorralError):
+    code = "model_load_failed"
+    exit_code = 1
+
+
+class InsufficientMemory(CorralError):
+    code = "insufficient_memory"
+    exit_code = 4
+
+
+class GenerationFailed(CorralError):
+    code = "generation_failed"
+    exit_code = 1
+
+
+class WorkerCrashed(CorralError):
+    code = "worker_crashed"
+    exit_code = 5
+
+
+class SupervisorUnreachable(CorralError):
+    code = "supervisor_unreachable"
+    exit_code = 6
+
+
+class Busy(CorralError):
+    code = "busy"
+    exit_code = 1
+
+
+class Cancelled(CorralError):
+    code = "cancelled"
+    exit_code = 130
+
+
+class ShuttingDown(CorralError):
+    code = "shutting_down"
+    exit_code = 6
+
+
+_BY_CODE = {
+    cls.code: cls
+    for cls in (
+        CorralError,
+        BadRequest,
+        UsageError,
+        ModelNotFound,
+        ModelLoadFailed,
+        GenerationFailed,
+        InsufficientMemory,
+        WorkerCrashed,
+        SupervisorUnreachable,
+        Busy,
+        Cancelled,
+        ShuttingDown,
+    )
+}
+
+
+def error_for_code(code: str, message: str) -> CorralError:
+    """The exception that an ``error`` frame with this code stands for."""
+    return _BY_CODE.get(code, CorralError)(message)

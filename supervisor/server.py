@@ -1,0 +1,508 @@
+"""The supervisor's event loop: the single owner of all state.
+
+One thread, one zmq Poller over the client socket, the worker socket and a
+pidfd per worker. No locks: nothing else touches the table. Every client
+request ends in exactly one way: its replies end with ``done``, ``result``
+or ``error``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import psutil
+import zmq
+
+from corral.configs import catalog
+from corral.configs.settings import Settings
+from corral.supervisor import policy, protocol
+from corral.supervisor.errors import (
+    BadRequest,
+    Busy,
+    Cancelled,
+    CorralError,
+    ModelLoadFailed,
+    ShuttingDown,
+    WorkerCrashed,
+)
+from corral.supervisor.logs import get_logger
+from corral.supervisor.slots import ModelSlot, Request, State
+from corral.supervisor.worker_process import WorkerProcess
+
+log = get_logger()
+
+# How long a new worker may take to say anything at all (interpreter start
+# and imports) before it is taken for hung; heartbeats cover the rest.
+STARTUP_GRACE_S = 60.0
+# Frames read from one socket per loop turn, so that neither side starves.
+BATCH = 256
+
+
+def _bind(ctx: zmq.Context, path: os.PathLike) -> zmq.Socket:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+    sock.setsockopt(zmq.LINGER, 0)
+    # Sending to a client that has gone raises instead of vanishing silently,
+    # so a generation nobody reads is cancelled.
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # A reconnecting client with a leftover identity must not be refused.
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if os.path.exists(path):
+        os.unlink(path)  # stale socket of a dead supervisor; we hold the pid lock
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(f"ipc://{path}")
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, log_level: str = "info"):
+        self.settings = settings
+        self.log_level = log_level
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.ctx = zmq.Context()
+        self.front = _bind(self.ctx, settings.socket_path)
+        self.back = _bind(self.ctx, settings.workers_socket_path)
+        self.poller = zmq.Poller()
+        self.poller.register(self.front, zmq.POLLIN)
+        self.poller.register(self.back, zmq.POLLIN)
+        self.slots: dict[str, ModelSlot] = {}
+        self.by_identity: dict[bytes, ModelSlot] = {}
+        self.by_pidfd: dict[int, ModelSlot] = {}
+        self.requests: dict[int, Request] = {}  # rid -> queued or running
+        self.by_client: dict[tuple[bytes, Any], int] = {}  # (client, id) -> rid
+        self.next_rid = 1
+        self.next_worker = 1
+        self.requests_total = 0
+        self.shutdown_requests: list[Request] = []
+        self.running = True
+        self.next_beat = 0.0
+        self.beat = protocol.command(protocol.HEARTBEAT)
+        self._wakeup_r: int | None = None
+        self._handlers: dict[str, Callable[[bytes, dict], None]] = {
+            protocol.GENERATE: self._on_model_request,
+            protocol.CHAT: self._on_model_request,
+            protocol.LOAD: self._on_model_request,
+            protocol.UNLOAD: self._on_unload,
+            protocol.PS: self._on_ps,
+            protocol.STATUS: self._on_status,
+            protocol.CANCEL: self._on_cancel,
+            protocol.SHUTDOWN: self._on_shutdown,
+        }
+
+    # -- the loop --------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("supervisor ready", pid=os.getpid(), socket=str(self.settings.socket_path))
+        try:
+            while self.running:
+                ready = dict(self.poller.poll(self._poll_timeout_ms()))
+                if self.front in ready:
+                    self._drain(self.front, self._on_client)
+                if self.back in ready:
+                    self._drain(self.back, self._on_worker)
+                for fd, slot in list(self.by_pidfd.items()):
+                    if fd in ready:
+                        self._on_worker_exit(slot)
+                if self._wakeup_r in ready:
+                    self._on_wakeup()
+                self._tick(time.monotonic())
+        finally:
+            self._close()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop every worker, then the loop. The handler
+        only raises a flag; the wakeup pipe in the poller brings the loop
+        round to act on it, so no state changes inside a signal handler."""
+        self._signalled = False
+        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w)
+        self.poller.register(self._wakeup_r, zmq.POLLIN)
+
+        def handler(signum, frame):
+            self._signalled = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _on_wakeup(self) -> None:
+        try:
+            while os.read(self._wakeup_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+        if self._signalled and not self.shutdown_requests:
+            self._begin_shutdown()
+
+    def _drain(self, sock: zmq.Socket, handle: Callable[[bytes, bytes], None]) -> None:
+        for _ in range(BATCH):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) != 2:
+                log.warning("dropped frame with unexpected parts", parts=len(parts))
+                continue
+            handle(parts[0], parts[1])
+
+    def _poll_timeout_ms(self) -> int:
+        now = time.monotonic()
+        deadlines = [self.next_beat]
+        for slot in self.slots.values():
+            if slot.expires_at is not None and slot.idle:
+                deadlines.append(slot.expires_at)
+            if slot.worker is not None and slot.worker.stop_deadline is not None:
+                deadlines.append(slot.worker.stop_deadline)
+        return max(0, int((min(deadlines) - now) * 1000) + 1)
+
+    def _tick(self, now: float) -> None:
+        if now >= self.next_beat:
+            self.next_beat = now + self.settings.heartbeat_interval
+            for identity, slot in list(self.by_identity.items()):
+                self._send_worker(slot, self.beat)
+                self._check_alive(slot, now)
+        for slot in list(self.slots.values()):
+            if policy.expired(slot, now):
+                log.info("idle timeout", model=slot.name)
+                self._stop(slot)
+            if slot.worker is not None:
+                slot.worker.advance_stop(now, self.settings.stop_timeout)
+        if self.shutdown_requests and not self.slots:
+            for req in self.shutdown_requests:
+                self._reply(req.client, protocol.event(protocol.DONE, id=req.id))
+            self.running = False
+
+    def _check_alive(self, slot: ModelSlot, now: float) -> None:
+        worker = slot.worker
+        limit = self.settings.heartbeat_interval * self.settings.heartbeat_liveness
+        if not worker.heard_any:
+            limit = max(limit, STARTUP_GRACE_S)
+        if worker.kill_reason is None and policy.hung(worker.last_heard, now, limit):
+            silent = now - worker.last_heard
+            log.warning("worker hung; killing", model=slot.name, pid=worker.pid, silent_s=round(silent, 1))
+            worker.kill(f"stopped answering (no heartbeat for {silent:.0f} s) and was killed")
+
+    # -- replies ---------------------------------------------------------
+
+    def _reply(self, client: bytes, frame: bytes) -> bool:
+        try:
+            self.front.send_multipart([client, frame], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:  # the client went away (or is not reading)
+            log.info("client unreachable", error=str(exc))
+            return False
+
+    def _fail(self, req: Request, exc: CorralError) -> None:
+        self._forget(req)
+        self._reply(req.client, protocol.error(req.id, exc))
+
+    def _forget(self, req: Request) -> None:
+        self.requests.pop(req.rid, None)
+        self.by_client.pop((req.client, req.id), None)
+
+    def _send_worker(self, slot: ModelSlot, frame: bytes) -> None:
+        try:
+            self.back.send_multipart([slot.worker.identity, frame], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # not connected yet, or gone: its pidfd tells the rest
+
+    # -- client requests -------------------------------------------------
+
+    def _on_client(self, client: bytes, frame: bytes) -> None:
+        try:
+            msg = protocol.parse_client_request(frame)
+        except BadRequest as exc:
+            log.info("bad request", error=exc.message)
+            if exc.request_id is not None:
+                self._reply(client, protocol.error(exc.request_id, exc))
+            return
+        try:
+            self._handlers[msg["op"]](client, msg)
+        except CorralError as exc:
+            self._reply(client, protocol.error(msg["id"], exc))
+
+    def _on_model_request(self, client: bytes, msg: dict) -> None:
+        if self.shutdown_requests:
+            raise ShuttingDown("the supervisor is shutting down; run the command again in a moment")
+        spec = catalog.resolve(msg["model"], self.settings)
+        slot = self.slots.get(spec.name)
+        if slot is None:
+            slot = self.slots[spec.name] = ModelSlot(spec=spec, keep_alive=self.settings.idle_timeout)
+        if "keep_alive" in msg:
+            slot.keep_alive = None if msg["keep_alive"] < 0 else float(msg["keep_alive"])
+        req = Request(self.next_rid, client, msg["id"], msg["op"], msg, time.monotonic(), model=slot.name)
+        req.caused_load = slot.state in (State.WAITING, State.LOADING)
+        if msg["op"] == protocol.LOAD:
+            if slot.state in (State.READY, State.BUSY):
+                self._reply(client, self._load_done(req, slot))
+                return
+            slot.load_waiters.append(req)
+        else:
+            if len(slot.queue) >= self.settings.max_queue:
+                raise Busy(f"{slot.name} has {len(slot.queue)} requests waiting; try again later")
+            slot.queue.append(req)
+        self.next_rid += 1
+        self.requests_total += 1
+        self.requests[req.rid] = req
+        self.by_client[(client, req.id)] = req.rid
+        self._schedule()
+
+    def _on_unload(self, client: bytes, msg: dict) -> None:
+        if msg.get("all"):
+            targets = list(self.slots.values())
+        elif "model" in msg:
+            name = catalog.canonical_name(msg["model"])
+            if name not in self.slots:
+                # a path given relatively by the user was made absolute by the client
+                name = catalog.resolve(msg["model"], self.settings).name
+            targets = [self.slots[name]] if name in self.slots else []
+        else:
+            raise BadRequest("unload needs a model or all")
+        for slot in targets:
+            self._unload(slot, "unloaded")
+        self._reply(client, protocol.event(protocol.DONE, id=msg["id"], unloaded=[s.name for s in targets]))
+
+    def _on_ps(self, client: bytes, msg: dict) -> None:
+        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=[self._describe(s) for s in self.slots.values()]))
+
+    def _on_status(self, client: bytes, msg: dict) -> None:
+        budget = self.settings.memory_budget
+        result = {
+            "pid": os.getpid(),
+            "uptime_s": time.monotonic() - self.started,
+            "started_at": self.started_wall,
+            "socket": str(self.settings.socket_path),
+            "home": str(self.settings.home),
+            "memory_budget_bytes": budget if budget is not None else psutil.virtual_memory().available,
+            "memory_budget_auto": budget is None,
+            "max_loaded_models": self.settings.max_loaded_models,
+            "idle_timeout_s": self.settings.idle_timeout,
+            "max_queue": self.settings.max_queue,
+            "loaded_models": sum(1 for s in self.slots.values() if s.has_worker),
+            "requests_total": self.requests_total,
+        }
+        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=result))
+
+    def _on_cancel(self, client: bytes, msg: dict) -> None:
+        rid = self.by_client.get((client, msg["id"]))
+        req = self.requests.get(rid) if rid is not None else None
+        if req is None:
+            return  # already finished: its stream has ended anyway
+        slot = self.slots.get(req.model)
+        if slot is not None and slot.active is req:
+            self._send_worker(slot, protocol.command(protocol.CANCEL, rid=req.rid))
+            return
+        # Not started yet: take it out of line and end its stream here.
+        if slot is not None:
+            if req in slot.queue:
+                slot.queue.remove(req)
+            if req in slot.load_waiters:
+                slot.load_waiters.remove(req)
+        self._forget(req)
+        self._reply(client, protocol.event(protocol.DONE, id=req.id, stopped="cancelled"))
+
+    def _on_shutdown(self, client: bytes, msg: dict) -> None:
+        self.shutdown_requests.append(Request(0, client, msg["id"], msg["op"], msg, time.monotonic()))
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
+        log.info("shutting down", models=len(self.slots))
+        if not self.shutdown_requests:
+            self.shutdown_requests.append(Request(0, b"", 0, protocol.SHUTDOWN, {}, time.monotonic()))
+        for slot in list(self.slots.values()):
+            self._unload(slot, "the supervisor is shutting down")
+
+    # -- scheduling ------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Give waiting models a worker when there is room, make room when
+        there is not, and start the next request on every idle worker."""
+        waiting = sorted((s for s in self.slots.values() if s.wants_worker), key=lambda s: s.first_arrival())
+        for slot in waiting:
+            admission = policy.admit(slot, self.slots.values(), self.settings.max_loaded_models)
+            for name in admission.evict:
+                log.info("evicting to make room", model=name, for_model=slot.name)
+                self._stop(self.slots[name])
+            if admission.spawn:
+                self._spawn(slot)
+        for slot in list(self.slots.values()):
+            self._pump(slot)
+
+    def _pump(self, slot: ModelSlot) -> None:
+        if slot.state != State.READY or slot.active is not None or not slot.queue:
+            return
+        if policy.should_yield(slot, self.slots.values(), self.settings.max_loaded_models):
+            return
+        req = slot.queue.popleft()
+        slot.active = req
+        slot.state = State.BUSY
+        slot.expires_at = None
+        fields = {"prompt": req.msg["prompt"]} if req.op == protocol.GENERATE else {"messages": req.msg["messages"]}
+        self._send_worker(slot, protocol.command(req.op, rid=req.rid, id=req.id, options=req.msg.get("options", {}), **fields))
+
+    def _spawn(self, slot: ModelSlot) -> None:
+        identity = f"w{os.getpid()}-{self.next_worker}".encode()
+        self.next_worker += 1
+        slot.load_error = None
+        try:
+            worker = WorkerProcess.spawn(slot.spec, self.settings, identity, self.log_level)
+        except OSError as exc:
+            self._fail_waiting(slot, ModelLoadFailed(f"could not start a worker for {slot.name}: {exc}"))
+            return
+        slot.worker = worker
+        slot.state = State.LOADING
+        self.by_identity[identity] = slot
+        self.by_pidfd[worker.pidfd] = slot
+        self.poller.register(worker.pidfd, zmq.POLLIN)
+
+    def _stop(self, slot: ModelSlot) -> None:
+        if slot.worker is None or slot.state == State.STOPPING:
+            return
+        slot.state = State.STOPPING
+        self._send_worker(slot, protocol.command(protocol.SHUTDOWN))
+        slot.worker.begin_stop(time.monotonic(), self.settings.stop_timeout)
+
+    def _unload(self, slot: ModelSlot, why: str) -> None:
+        """Unload on request: queued requests end, the running one is cancelled."""
+        self._fail_waiting(slot, Cancelled(f"{slot.name} was {why}" if why == "unloaded" else why))
+        if slot.active is not None:
+            self._send_worker(slot, protocol.command(protocol.CANCEL, rid=slot.active.rid))
+        if slot.worker is None:
+            self.slots.pop(slot.name, None)
+        else:
+            self._stop(slot)
+
+    def _fail_waiting(self, slot: ModelSlot, exc: CorralError) -> None:
+        while slot.queue:
+            self._fail(slot.queue.popleft(), exc)
+        for req in slot.load_waiters:
+            self._fail(req, exc)
+        slot.load_waiters.clear()
+
+    # -- workers ---------------------------------------------------------
+
+    def _on_worker(self, identity: bytes, frame: bytes) -> None:
+        slot = self.by_identity.get(identity)
+        if slot is None:
+            return  # a worker we already gave up on
+        slot.worker.heard(time.monotonic())
+        try:
+            msg = protocol.parse_worker_event(frame)
+        except BadRequest as exc:
+            log.warning("bad frame from worker", model=slot.name, error=exc.message)
+            return
+        ev = msg["ev"]
+        if ev == protocol.TOKEN:
+            req = slot.active
+            if req is not None and req.rid == msg["rid"] and not self._reply(req.client, frame):
+                # Nobody is reading: stop spending compute on it.
+                self._send_worker(slot, protocol.command(protocol.CANCEL, rid=req.rid))
+        elif ev == protocol.READY:
+            self._on_ready(slot, msg)
+        elif ev in (protocol.DONE, protocol.ERROR):
+            if slot.state == State.LOADING:
+                slot.load_error = msg.get("message")  # the worker exits next; its pidfd ends the load
+            elif slot.active is not None and slot.active.rid == msg["rid"]:
+                self._finish(slot, msg)
+
+    def _on_ready(self, slot: ModelSlot, msg: dict) -> None:
+        if slot.state != State.LOADING:
+            return
+        slot.info = {k: v for k, v in msg.items() if k not in ("v", "ev")}
+        slot.state = State.READY
+        slot.last_used = time.monotonic()
+        slot.expires_at = policy.expiry(slot.keep_alive, slot.last_used)
+        log.info("model ready", model=slot.name, pid=slot.worker.pid, load_ms=round(msg.get("load_ms", 0), 1))
+        for req in slot.load_waiters:
+            self._forget(req)
+            self._reply(req.client, self._load_done(req, slot))
+        slot.load_waiters.clear()
+        self._schedule()
+
+    def _load_done(self, req: Request, slot: ModelSlot) -> bytes:
+        return protocol.event(protocol.DONE, id=req.id, model=slot.name, pid=slot.worker.pid, load_ms=slot.info.get("load_ms") if req.caused_load else 0.0)
+
+    def _finish(self, slot: ModelSlot, msg: dict) -> None:
+        req = slot.active
+        out = {k: v for k, v in msg.items() if k not in ("v", "rid")}
+        out["id"] = req.id
+        if msg["ev"] == protocol.DONE:
+            out["model"] = slot.name
+            out["load_ms"] = slot.info.get("load_ms", 0.0) if req.caused_load else 0.0
+        self._forget(req)
+        self._reply(req.client, protocol.encode(out))
+        now = time.monotonic()
+        slot.active = None
+        slot.served += 1
+        slot.state = State.READY
+        slot.last_used = now
+        # The idle timer restarts when the last request ends.
+        slot.expires_at = None if slot.queue else policy.expiry(slot.keep_alive, now)
+        self._schedule()
+
+    def _on_worker_exit(self, slot: ModelSlot) -> None:
+        worker = slot.worker
+        worker.reap()
+        self.poller.unregister(worker.pidfd)
+        del self.by_pidfd[worker.pidfd]
+        del self.by_identity[worker.identity]
+        how = worker.describe_exit()
+        was = slot.state
+        slot.worker, slot.state, slot.info = None, State.WAITING, {}
+        if was == State.LOADING:
+            reason = slot.load_error or f"the worker {how}; last output: {worker.stderr_tail()}"
+            log.warning("load failed", model=slot.name, reason=reason)
+            self._fail_waiting(slot, ModelLoadFailed(f"{slot.name} failed to load: {reason}"))
+        elif was != State.STOPPING:
+            log.warning("worker crashed", model=slot.name, pid=worker.pid, how=how)
+        else:
+            log.info("worker stopped", model=slot.name, pid=worker.pid, how=how)
+        if slot.active is not None:
+            tail = worker.stderr_tail()
+            self._fail(slot.active, WorkerCrashed(f"the worker for {slot.name} {how}" + (f"; its last output: {tail}" if tail else "")))
+            slot.active = None
+        if not slot.wants_worker:
+            del self.slots[slot.name]
+        self._schedule()
+
+    def _describe(self, slot: ModelSlot) -> dict:
+        worker = slot.worker
+        expires = None
+        if slot.expires_at is not None and slot.idle:
+            expires = time.time() + (slot.expires_at - time.monotonic())
+        return {
+            "model": slot.name,
+            "backend": slot.spec.backend,
+            "path": slot.spec.path,
+            "pid": worker.pid if worker else None,
+            "state": slot.state.value,
+            "rss_bytes": worker.rss_bytes() if worker else None,
+            "estimate_bytes": None,
+            "context_length": slot.info.get("context_length", slot.spec.context_length),
+            "expires_at": expires,
+            "keep_alive_s": slot.keep_alive,
+            "queued": len(slot.queue),
+            "served": slot.served,
+            "load_ms": slot.info.get("load_ms"),
+        }
+
+    def _close(self) -> None:
+        for slot in self.slots.values():
+            if slot.worker is not None:
+                slot.worker.kill("was killed because the supervisor stopped")
+        self.front.close(0)
+        self.back.close(0)
+        self.ctx.term()
+        for path in (self.settings.socket_path, self.settings.workers_socket_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        log.info("supervisor stopped")

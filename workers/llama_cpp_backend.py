@@ -1,0 +1,94 @@
+"""The llama.cpp backend (llama-cpp-python) for GGUF files."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+from corral.workers.backend import Backend, Sampling, Usage
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+
+    def load(self) -> dict[str, Any]:
+        # Imported here so that a broken llama.cpp install fails this
+        # backend's workers, never the supervisor or another backend.
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        threads = self.spec.get("threads") or os.cpu_count() or 1
+        self.llm = Llama(
+            model_path=self.spec["path"],
+            n_ctx=self.spec["context_length"],
+            n_threads=threads,
+            n_threads_batch=threads,
+            # llama.cpp's own chatter would only fill the worker log.
+            verbose=False,
+        )
+        template = self.spec.get("chat_template") or self.llm.metadata.get("tokenizer.chat_template")
+        self.formatter = None
+        if template:
+            model = self.llm._model
+            eos, bos = self.llm.token_eos(), self.llm.token_bos()
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "",
+                add_generation_prompt=True,
+            )
+        return {
+            "context_length": self.llm.n_ctx(),
+            "threads": threads,
+            "architecture": self.llm.metadata.get("general.architecture"),
+            "chat_template": "gguf" if template and not self.spec.get("chat_template") else ("catalog" if template else None),
+        }
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+        if self.formatter is None:
+            # A GGUF without a template: a plain transcript still works.
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            return text, ["\nuser:"]
+        response = self.formatter(messages=messages)
+        return response.prompt, [s for s in response.stop if s]
+
+    def tokenize(self, text: str) -> list[int]:
+        # A template writes its own BOS and special tokens as text.
+        return self.llm.tokenize(text.encode(), add_bos=not text.startswith(self._bos_text()), special=True)
+
+    def _bos_text(self) -> str:
+        bos = self.llm.token_bos()
+        return self.llm._model.token_get_text(bos) if bos != -1 else "\0"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
+        tokens = self.tokenize(prompt)
+        usage.prompt_tokens = len(tokens)
+        text = []
+        chunks = self.llm.create_completion(
+            tokens,
+            stream=True,
+            max_tokens=sampling.max_tokens or -1,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            repeat_penalty=sampling.repeat_penalty,
+            seed=sampling.seed,
+            stop=sampling.stop,
+        )
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    text.append(choice["text"])
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    usage.finish_reason = choice["finish_reason"]
+        finally:
+            chunks.close()
+            usage.completion_tokens = self.count_tokens("".join(text))
+
+    def close(self) -> None:
+        self.llm.close()
