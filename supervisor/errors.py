@@ -28,6 +28,8 @@ class CorralError(Exception):
 class BadRequest(CorralError):
     code = "bad_request"
     exit_code = 2
+    #: the id of the request it answers, when the frame was readable enough
+    request_id: int | str | None = None
 
 
 class UsageError(CorralError):

@@ -95,7 +95,9 @@ def decode(frame: bytes) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise BadRequest("frame must be a msgpack map")
     if msg.get("v") != VERSION:
-        raise BadRequest(f"unsupported protocol version {msg.get('v')!r}; this supervisor speaks v{VERSION}")
+        exc = BadRequest(f"unsupported protocol version {msg.get('v')!r}; this side speaks v{VERSION}")
+        exc.request_id = request_id(msg)
+        raise exc
     return msg
 
 
@@ -175,7 +177,8 @@ def parse_client_request(frame: bytes) -> dict[str, Any]:
         _check_payload(msg)
         return msg
     except BadRequest as exc:
-        exc.request_id = request_id(msg)
+        if msg is not None:
+            exc.request_id = request_id(msg)
         raise
 
 

@@ -66,6 +66,11 @@ class LlamaCppBackend(Backend):
     def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
         tokens = self.tokenize(prompt)
         usage.prompt_tokens = len(tokens)
+        if sampling.seed is not None:
+            # A reused prompt prefix re-evaluates fewer tokens in another batch
+            # shape, which shifts the logits a little; a seed promises the same
+            # answer every time, so evaluate the whole prompt afresh.
+            self.llm.reset()
         text = []
         chunks = self.llm.create_completion(
             tokens,

@@ -1,0 +1,112 @@
+"""Every test gets its own CORRAL_HOME, and leaves no process behind.
+
+Tests drive the installed `corral` command and real processes; the home is
+a short path under /tmp because a Unix socket path must stay under 108 bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from corral.client.launch import supervisor_pid
+from corral.configs.settings import load_settings
+
+CORRAL = shutil.which("corral")
+# Guards against a hang only; no test asserts on wall-clock time with it.
+HANG_GUARD_S = 180
+
+
+@pytest.fixture(autouse=True)
+def corral_home(monkeypatch):
+    home = Path(tempfile.mkdtemp(prefix="corral-", dir="/tmp"))
+    for var in list(os.environ):
+        if var.startswith("CORRAL_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("CORRAL_HOME", str(home))
+    yield home
+    stop_supervisor(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def stop_supervisor(home: Path) -> None:
+    """SIGTERM the supervisor of ``home`` (it stops its workers), then make
+    sure nothing it started is left."""
+    settings = load_settings({"CORRAL_HOME": str(home)})
+    pid = supervisor_pid(settings)
+    if not pid or pid < 0:
+        return
+    try:
+        proc = psutil.Process(pid)
+        children = proc.children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        proc.kill()
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except psutil.TimeoutExpired:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def corral():
+    """Run the installed `corral` command; returns its exit code and output."""
+    assert CORRAL, "the `corral` command is not on PATH: install the package first (pip install .)"
+
+    def run(*args: str, input: str | None = None, env: dict | None = None, timeout: float = HANG_GUARD_S) -> Result:
+        proc = subprocess.run(
+            [CORRAL, *args],
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def assert_one_line_error(result: Result, code: int) -> None:
+    """What a user sees on a failure: one line, the right code, no traceback."""
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("Error: "), result.err
+    assert "Traceback" not in result.err
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll until ``predicate()`` is truthy (hang guard, not a time limit)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+SMOLLM2 = "ai/smollm2"
