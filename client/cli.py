@@ -237,6 +237,57 @@ def list_models(as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("model")
+@click.option("--context-length", type=click.IntRange(min=16), help="Estimate for this context length instead.")
+@json_option
+@debug_option
+def inspect(model: str, context_length: int | None, as_json: bool) -> None:
+    """Show MODEL's file, backend and memory estimate (and what it is made of)."""
+    from corral.client.api import model_ref
+    from corral.configs.catalog import resolve
+    from corral.supervisor.memory import estimate_memory
+    from corral.supervisor.model_files import read_header
+
+    spec = resolve(model_ref(model), load_settings())
+    header = read_header(spec.path, spec.model_type)
+    estimate = estimate_memory(spec, context_length)
+    facts = {
+        "model": spec.name,
+        "path": spec.path,
+        "backend": spec.backend,
+        "model_type": spec.model_type,
+        "format": header.format,
+        "architecture": header.architecture,
+        "file_bytes": header.file_bytes,
+        "context_length": estimate.context_length,
+        "context_length_trained": header.context_length_trained,
+        "layers": header.n_layer,
+        "embedding_length": header.n_embd,
+        "heads": header.n_head,
+        "kv_heads": header.n_head_kv,
+        "vocab_size": header.n_vocab,
+        "estimate": estimate.as_dict(),
+    }
+    if as_json:
+        _print_json(facts)
+        return
+    e = estimate
+    rows = [
+        ["Model", spec.name],
+        ["File", f"{spec.path} ({format_size(header.file_bytes)})"],
+        ["Backend", spec.backend + (f" ({spec.model_type})" if spec.model_type else "")],
+        ["Format", f"{header.format}, {header.architecture}, {header.n_layer} layers, {header.n_head} heads ({header.n_head_kv} KV), vocabulary {header.n_vocab}"],
+        ["Context length", f"{e.context_length}" + (f" (trained: {header.context_length_trained})" if header.context_length_trained else "")],
+        ["Memory estimate", format_size(e.total_bytes)],
+        ["  weights", format_size(e.weights_bytes)],
+        ["  KV cache", format_size(e.kv_cache_bytes)],
+        ["  compute buffers", format_size(e.compute_bytes)],
+        ["  runtime", format_size(e.runtime_bytes)],
+    ]
+    click.echo(render.table(["", ""], rows).split("\n", 1)[1])
+
+
+@cli.command()
 @click.argument("model", required=False)
 @click.option("--all", "all_", is_flag=True, help="Unload every model.")
 @debug_option

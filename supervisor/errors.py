@@ -62,6 +62,12 @@ class WorkerCrashed(CorralError):
     exit_code = 5
 
 
+class CrashLoop(WorkerCrashed):
+    """A model whose worker keeps failing is not restarted for a while."""
+
+    code = "crash_loop"
+
+
 class SupervisorUnreachable(CorralError):
     code = "supervisor_unreachable"
     exit_code = 6
@@ -93,6 +99,7 @@ _BY_CODE = {
         GenerationFailed,
         InsufficientMemory,
         WorkerCrashed,
+        CrashLoop,
         SupervisorUnreachable,
         Busy,
         Cancelled,

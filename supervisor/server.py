@@ -24,11 +24,14 @@ from corral.supervisor.errors import (
     Busy,
     Cancelled,
     CorralError,
+    CrashLoop,
+    InsufficientMemory,
     ModelLoadFailed,
     ShuttingDown,
     WorkerCrashed,
 )
 from corral.supervisor.logs import get_logger
+from corral.supervisor.memory import estimate_memory
 from corral.supervisor.slots import ModelSlot, Request, State
 from corral.supervisor.worker_process import WorkerProcess
 
@@ -39,6 +42,15 @@ log = get_logger()
 STARTUP_GRACE_S = 60.0
 # Frames read from one socket per loop turn, so that neither side starves.
 BATCH = 256
+# A model whose worker fails this often within the window is not restarted
+# until the back-off has passed: no respawn storm.
+CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S = 3, 60.0, 60.0
+# With the budget exceeded, a worker this many times past its estimate is
+# stopped before the machine starts swapping.
+GROWTH_LIMIT = 1.5
+# Under the automatic budget, "exceeded" means the machine is this close to
+# running out of memory.
+LOW_MEMORY_FRACTION = 0.02
 
 
 def _bind(ctx: zmq.Context, path: os.PathLike) -> zmq.Socket:
@@ -81,6 +93,7 @@ class Supervisor:
         self.next_rid = 1
         self.next_worker = 1
         self.requests_total = 0
+        self.crashes: dict[str, list[float]] = {}  # model -> monotonic times of failures
         self.shutdown_requests: list[Request] = []
         self.running = True
         self.next_beat = 0.0
@@ -168,6 +181,7 @@ class Supervisor:
             for identity, slot in list(self.by_identity.items()):
                 self._send_worker(slot, self.beat)
                 self._check_alive(slot, now)
+            self._watch_memory()
         for slot in list(self.slots.values()):
             if policy.expired(slot, now):
                 log.info("idle timeout", model=slot.name)
@@ -234,7 +248,11 @@ class Supervisor:
         spec = catalog.resolve(msg["model"], self.settings)
         slot = self.slots.get(spec.name)
         if slot is None:
-            slot = self.slots[spec.name] = ModelSlot(spec=spec, keep_alive=self.settings.idle_timeout)
+            self._check_backoff(spec.name)
+            # Reading the header first refuses a corrupt file before anything
+            # is evicted for it.
+            estimate = estimate_memory(spec)
+            slot = self.slots[spec.name] = ModelSlot(spec=spec, keep_alive=self.settings.idle_timeout, estimate=estimate)
         if "keep_alive" in msg:
             slot.keep_alive = None if msg["keep_alive"] < 0 else float(msg["keep_alive"])
         req = Request(self.next_rid, client, msg["id"], msg["op"], msg, time.monotonic(), model=slot.name)
@@ -253,6 +271,14 @@ class Supervisor:
         self.requests[req.rid] = req
         self.by_client[(client, req.id)] = req.rid
         self._schedule()
+
+    def _check_backoff(self, name: str) -> None:
+        left = policy.backoff_left(self.crashes.get(name, []), time.monotonic(), CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S)
+        if left is not None:
+            raise CrashLoop(
+                f"{name} failed {CRASH_LIMIT} times within {CRASH_WINDOW_S:.0f} s; corral will not restart it "
+                f"for another {left:.0f} s (see `corral logs {name}`)"
+            )
 
     def _on_unload(self, client: bytes, msg: dict) -> None:
         if msg.get("all"):
@@ -326,7 +352,12 @@ class Supervisor:
         there is not, and start the next request on every idle worker."""
         waiting = sorted((s for s in self.slots.values() if s.wants_worker), key=lambda s: s.first_arrival())
         for slot in waiting:
-            admission = policy.admit(slot, self.slots.values(), self.settings.max_loaded_models)
+            admission = policy.admit(slot, self.slots.values(), self.settings.max_loaded_models, self._budget())
+            if admission.refuse:
+                log.info("refused: not enough memory", model=slot.name, need=slot.need_bytes)
+                self._fail_waiting(slot, InsufficientMemory(admission.refuse))
+                del self.slots[slot.name]
+                continue
             for name in admission.evict:
                 log.info("evicting to make room", model=name, for_model=slot.name)
                 self._stop(self.slots[name])
@@ -334,6 +365,37 @@ class Supervisor:
                 self._spawn(slot)
         for slot in list(self.slots.values()):
             self._pump(slot)
+
+    def _budget(self) -> int:
+        """Memory for all models: the configured budget, or what the machine
+        has available plus what our own workers already hold."""
+        if self.settings.memory_budget is not None:
+            return self.settings.memory_budget
+        held = sum(s.held_bytes for s in self.slots.values() if s.has_worker)
+        return psutil.virtual_memory().available + held
+
+    def _watch_memory(self) -> None:
+        """Sample each worker's RSS; stop one that has grown far past its
+        estimate while the budget is exceeded, rather than let the machine swap."""
+        for slot in self.slots.values():
+            if slot.worker is not None:
+                slot.rss_bytes = slot.worker.rss_bytes() or 0
+        if self.settings.memory_budget is not None:
+            budget = self.settings.memory_budget
+        else:
+            vm = psutil.virtual_memory()
+            if vm.available > vm.total * LOW_MEMORY_FRACTION:
+                return
+            budget = 0  # nearly out of memory: any overgrown worker goes
+        for slot in policy.overgrown(self.slots.values(), budget, GROWTH_LIMIT):
+            mib = 1024 * 1024
+            message = (
+                f"the worker for {slot.name} grew to {slot.rss_bytes / mib:.0f} MiB, far past its estimate of "
+                f"{slot.need_bytes / mib:.0f} MiB, while the memory budget was exceeded; it was stopped"
+            )
+            log.warning("worker over its memory estimate; killing", model=slot.name, rss=slot.rss_bytes)
+            slot.kill_error = InsufficientMemory(message)
+            slot.worker.kill(message)
 
     def _pump(self, slot: ModelSlot) -> None:
         if slot.state != State.READY or slot.active is not None or not slot.queue:
@@ -455,19 +517,30 @@ class Supervisor:
         del self.by_identity[worker.identity]
         how = worker.describe_exit()
         was = slot.state
-        slot.worker, slot.state, slot.info = None, State.WAITING, {}
+        kill_error, slot.kill_error = slot.kill_error, None
+        slot.worker, slot.state, slot.info, slot.rss_bytes = None, State.WAITING, {}, 0
+        if was == State.STOPPING:
+            log.info("worker stopped", model=slot.name, pid=worker.pid, how=how)
+        elif kill_error is None:
+            self.crashes.setdefault(slot.name, []).append(time.monotonic())
         if was == State.LOADING:
             reason = slot.load_error or f"the worker {how}; last output: {worker.stderr_tail()}"
             log.warning("load failed", model=slot.name, reason=reason)
-            self._fail_waiting(slot, ModelLoadFailed(f"{slot.name} failed to load: {reason}"))
+            self._fail_waiting(slot, kill_error or ModelLoadFailed(f"{slot.name} failed to load: {reason}"))
         elif was != State.STOPPING:
             log.warning("worker crashed", model=slot.name, pid=worker.pid, how=how)
-        else:
-            log.info("worker stopped", model=slot.name, pid=worker.pid, how=how)
         if slot.active is not None:
             tail = worker.stderr_tail()
-            self._fail(slot.active, WorkerCrashed(f"the worker for {slot.name} {how}" + (f"; its last output: {tail}" if tail else "")))
+            self._fail(
+                slot.active,
+                kill_error or WorkerCrashed(f"the worker for {slot.name} {how}" + (f"; its last output: {tail}" if tail else "")),
+            )
             slot.active = None
+        if slot.wants_worker:
+            try:
+                self._check_backoff(slot.name)
+            except CrashLoop as exc:
+                self._fail_waiting(slot, exc)
         if not slot.wants_worker:
             del self.slots[slot.name]
         self._schedule()
@@ -484,7 +557,7 @@ class Supervisor:
             "pid": worker.pid if worker else None,
             "state": slot.state.value,
             "rss_bytes": worker.rss_bytes() if worker else None,
-            "estimate_bytes": None,
+            "estimate_bytes": slot.need_bytes or None,
             "context_length": slot.info.get("context_length", slot.spec.context_length),
             "expires_at": expires,
             "keep_alive_s": slot.keep_alive,

@@ -46,6 +46,26 @@ class ModelSlot:
     info: dict[str, Any] = field(default_factory=dict)  # from the worker's ready
     load_error: str | None = None
     served: int = 0
+    estimate: Any = None  # a memory.Estimate, made before the first spawn
+    rss_bytes: int = 0  # sampled while a worker runs
+    # An error that replaces worker_crashed when the supervisor itself killed
+    # the worker for a reason the user should hear (e.g. memory).
+    kill_error: Any = None
+
+    @property
+    def need_bytes(self) -> int:
+        """What a spawn of this model is expected to take."""
+        return self.estimate.total_bytes if self.estimate is not None else 0
+
+    @property
+    def held_bytes(self) -> int:
+        """What a loaded model counts against the budget: its estimate, or
+        more if it has grown past it."""
+        return max(self.need_bytes, self.rss_bytes)
+
+    @property
+    def ignore_memory_check(self) -> bool:
+        return any(r.msg.get("ignore_memory_check") for r in (*self.queue, *self.load_waiters))
 
     @property
     def name(self) -> str:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from corral.configs.catalog import ModelSpec
 from corral.supervisor import policy
+from corral.supervisor.memory import MiB, Estimate
 from corral.supervisor.slots import ModelSlot, Request, State
 
 
-def slot(name: str, state: State = State.READY, last_used: float = 0.0, active: bool = False, queued: int = 0, arrived: float = 0.0) -> ModelSlot:
-    s = ModelSlot(spec=ModelSpec(name=name, path=f"/m/{name}", backend="llama.cpp"), state=state, last_used=last_used)
+def slot(name: str, state: State = State.READY, last_used: float = 0.0, active: bool = False, queued: int = 0,
+         arrived: float = 0.0, mib: int = 100, rss_mib: int = 0) -> ModelSlot:
+    estimate = Estimate(weights_bytes=mib * MiB, kv_cache_bytes=0, compute_bytes=0, runtime_bytes=0, context_length=512)
+    s = ModelSlot(spec=ModelSpec(name=name, path=f"/m/{name}", backend="llama.cpp"), state=state, last_used=last_used,
+                  estimate=estimate, rss_bytes=rss_mib * MiB)
     if active:
         s.active = Request(1, b"c", 1, "generate", {}, arrived)
     for i in range(queued):
@@ -19,33 +23,33 @@ def slot(name: str, state: State = State.READY, last_used: float = 0.0, active: 
 
 def test_room_left_spawns_at_once():
     target = slot("b", State.WAITING, queued=1)
-    assert policy.admit(target, [slot("a"), target], max_loaded=2) == policy.Admission(spawn=True)
+    assert policy.admit(target, [slot("a"), target], max_loaded=2, budget=None) == policy.Admission(spawn=True)
 
 
 def test_full_evicts_least_recently_used_idle():
     a, b, c = slot("a", last_used=5), slot("b", last_used=1), slot("c", last_used=3)
     target = slot("t", State.WAITING, queued=1)
-    admission = policy.admit(target, [a, b, c, target], max_loaded=3)
+    admission = policy.admit(target, [a, b, c, target], max_loaded=3, budget=None)
     assert admission == policy.Admission(spawn=False, evict=("b",))
 
 
 def test_busy_model_is_never_evicted():
     busy = slot("a", State.BUSY, active=True)
     target = slot("t", State.WAITING, queued=1)
-    assert policy.admit(target, [busy, target], max_loaded=1) == policy.Admission(spawn=False)
+    assert policy.admit(target, [busy, target], max_loaded=1, budget=None) == policy.Admission(spawn=False)
 
 
 def test_idle_before_queued_victims():
     queued = slot("a", last_used=0, queued=2)
     idle = slot("b", last_used=9)
     target = slot("t", State.WAITING, queued=1)
-    assert policy.admit(target, [queued, idle, target], max_loaded=2).evict == ("b",)
+    assert policy.admit(target, [queued, idle, target], max_loaded=2, budget=None).evict == ("b",)
 
 
 def test_stopping_worker_counts_as_room_being_made():
     stopping = slot("a", State.STOPPING)
     target = slot("t", State.WAITING, queued=1)
-    assert policy.admit(target, [stopping, target], max_loaded=1) == policy.Admission(spawn=False)
+    assert policy.admit(target, [stopping, target], max_loaded=1, budget=None) == policy.Admission(spawn=False)
 
 
 def test_loaded_model_yields_to_one_waiting_longer():
@@ -70,3 +74,51 @@ def test_expiry():
 def test_hung():
     assert not policy.hung(last_heard=10.0, now=14.0, silence_limit=5.0)
     assert policy.hung(last_heard=10.0, now=15.5, silence_limit=5.0)
+
+
+def test_memory_budget_evicts_until_it_fits():
+    a, b, c = slot("a", last_used=1, mib=300), slot("b", last_used=2, mib=300), slot("c", last_used=3, mib=300)
+    target = slot("t", State.WAITING, queued=1, mib=500)
+    admission = policy.admit(target, [a, b, c, target], max_loaded=10, budget=1000 * MiB)
+    assert admission == policy.Admission(spawn=False, evict=("a", "b"))
+    assert policy.admit(target, [c, target], max_loaded=10, budget=1000 * MiB).spawn
+
+
+def test_grown_worker_counts_at_its_rss():
+    a = slot("a", mib=100, rss_mib=700)
+    target = slot("t", State.WAITING, queued=1, mib=400)
+    assert policy.admit(target, [a, target], max_loaded=10, budget=1000 * MiB).evict == ("a",)
+
+
+def test_too_big_for_the_budget_is_refused_with_numbers():
+    target = slot("t", State.WAITING, queued=1, mib=170)
+    admission = policy.admit(target, [target], max_loaded=1, budget=50 * MiB)
+    assert not admission.spawn
+    assert admission.refuse.startswith("t needs about 170 MiB; 50 MiB available (budget 50 MiB).")
+    assert "--ignore-runtime-memory-check" in admission.refuse
+
+
+def test_ignore_memory_check():
+    target = slot("t", State.WAITING, mib=170)
+    target.queue.append(Request(1, b"c", 1, "generate", {"ignore_memory_check": True}, 0.0))
+    assert policy.admit(target, [target], max_loaded=1, budget=50 * MiB).spawn
+
+
+def test_busy_model_makes_a_newcomer_wait_not_fail():
+    busy = slot("a", State.BUSY, active=True, mib=600)
+    target = slot("t", State.WAITING, queued=1, mib=600)
+    assert policy.admit(target, [busy, target], max_loaded=10, budget=1000 * MiB) == policy.Admission(spawn=False)
+
+
+def test_overgrown():
+    a, b = slot("a", mib=100, rss_mib=400), slot("b", mib=100, rss_mib=120)
+    assert policy.overgrown([a, b], budget=600 * MiB, growth_limit=1.5) == []  # within budget
+    assert policy.overgrown([a, b], budget=500 * MiB, growth_limit=1.5) == [a]
+
+
+def test_crash_backoff():
+    assert policy.backoff_left([10.0, 20.0], now=21.0, limit=3, window=60, backoff=60) is None
+    assert policy.backoff_left([10.0, 20.0, 30.0], now=31.0, limit=3, window=60, backoff=60) == 59.0
+    assert policy.backoff_left([10.0, 20.0, 30.0], now=91.0, limit=3, window=60, backoff=60) is None
+    # three crashes spread over more than the window are no storm
+    assert policy.backoff_left([0.0, 50.0, 100.0], now=101.0, limit=3, window=60, backoff=60) is None

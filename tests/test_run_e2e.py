@@ -90,16 +90,29 @@ def test_unknown_model_exits_3_and_supervisor_keeps_serving(corral):
     assert ps(corral)[0]["model"] == SMOLLM2
 
 
-def test_invalid_model_file_fails_in_its_worker_only(corral, tmp_path):
+def test_corrupt_header_is_refused_before_anything_is_evicted(corral, tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + os.urandom(4096))
     corral("run", "-d", SMOLLM2)
     before = status(corral)["pid"]
     result = corral("run", str(bad), "hi")
     assert_one_line_error(result, 1)
+    assert "not a valid model file" in result.err
+    assert status(corral)["pid"] == before
+    assert [m["model"] for m in ps(corral)] == [SMOLLM2]  # still loaded
+
+
+def test_model_that_fails_in_its_worker(corral, tmp_path):
+    truncated = tmp_path / "truncated.gguf"
+    with open(json.loads(corral("list", "--json").out)[0]["path"], "rb") as f:
+        truncated.write_bytes(f.read(4 * 2**20))  # the header is intact, the weights are not
+    corral("run", "-d", SMOLLM2)
+    before = status(corral)["pid"]
+    result = corral("run", str(truncated), "hi")
+    assert_one_line_error(result, 1)
     assert "failed to load" in result.err
     assert status(corral)["pid"] == before
-    assert str(bad) not in [m["model"] for m in ps(corral)]  # no half-loaded model is left
+    assert str(truncated) not in [m["model"] for m in ps(corral)]  # no half-loaded model is left
     good = corral("run", SMOLLM2, "What is 2+2?", "--temperature", "0")
     assert good.code == 0 and "4" in good.out
 

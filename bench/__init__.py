@@ -1,0 +1,1 @@
+"""corral's benchmarks; see README "Performance" and "Memory estimates"."""

@@ -1,0 +1,63 @@
+"""How much memory a model's worker will take, from its file header alone.
+
+worker memory = weights + KV cache + compute buffers + runtime
+
+- weights: the tensor data (mapped from the file, all of it touched once the
+  first prompt is evaluated);
+- KV cache: for every layer and every position of the context, a K and a V
+  vector per KV head, in f16 (llama.cpp's default) or f32 (ctransformers);
+- compute buffers: the attention scores of one micro-batch against the whole
+  context (n_ubatch x n_ctx x n_head floats) plus activations and logits,
+  which grow with the vocabulary;
+- runtime: the Python interpreter, the engine library and corral's worker,
+  measured with `python -m bench.memory` on this machine.
+
+`bench/memory.py` checks the result against measured peak RSS; the README
+keeps the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from corral.configs.catalog import CTRANSFORMERS, ModelSpec
+from corral.supervisor.model_files import read_header
+
+MiB = 1024 * 1024
+# llama-cpp-python's default micro-batch (n_ubatch = n_batch = 512).
+N_UBATCH = 512
+# Resident size of a worker with no model: interpreter, engine, zmq, corral.
+RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 40 * MiB}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int
+    runtime_bytes: int
+    context_length: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.runtime_bytes
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+
+def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estimate:
+    """The estimate for ``spec`` loaded with its (or the given) context length."""
+    h = read_header(spec.path, spec.model_type)
+    n_ctx = context_length or spec.context_length
+    kv_bytes_per_value = 4 if spec.backend == CTRANSFORMERS else 2
+    kv = n_ctx * h.n_layer * h.n_head_kv * (h.head_dim_k + h.head_dim_v) * kv_bytes_per_value
+    batch = min(N_UBATCH, n_ctx)
+    compute = 4 * batch * (n_ctx * h.n_head + h.n_vocab // 4 + 4 * h.n_embd)
+    return Estimate(
+        weights_bytes=h.weights_bytes,
+        kv_cache_bytes=kv,
+        compute_bytes=compute,
+        runtime_bytes=RUNTIME_BYTES.get(spec.backend, 50 * MiB),
+        context_length=n_ctx,
+    )
