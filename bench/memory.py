@@ -16,6 +16,7 @@ import tempfile
 from corral.client import Client
 from corral.configs.catalog import resolve
 from corral.configs.settings import load_settings
+from corral.supervisor.errors import BadRequest
 from corral.supervisor.memory import MiB, estimate_memory
 
 
@@ -27,14 +28,21 @@ def proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def measure(client: Client, name: str, n_ctx: int) -> dict:
+def measure(client: Client, name: str) -> dict:
     info = client.load(name)
     pid = info["pid"]
     after_load = proc_status(pid, "VmRSS")
-    # ~2 tokens per "hello world "; leave room for the answer
-    prompt = "hello world " * int(n_ctx * 0.45)
-    response = client.generate(name, prompt, max_tokens=8, temperature=0)
-    response.text()
+    n_ctx = next(m for m in client.ps() if m["model"] == name)["context_length"]
+    # Fill ~90% of the context: ~2 tokens per "hello world " in a real
+    # vocabulary, more in a tiny one, so shrink until the prompt fits.
+    words = int(n_ctx * 0.45)
+    while True:
+        response = client.generate(name, "hello world " * words, max_tokens=8, temperature=0)
+        try:
+            response.text()
+            break
+        except BadRequest:
+            words = int(words * 0.8)
     peak = proc_status(pid, "VmHWM")
     estimate = estimate_memory(resolve(name, client.settings)).total_bytes
     client.unload(name)
@@ -49,13 +57,13 @@ def measure(client: Client, name: str, n_ctx: int) -> dict:
     }
 
 
-def run(models: list[str], contexts: list[int]) -> list[dict]:
+def run(models: list[str], contexts: list[int], model_type: str | None = None) -> list[dict]:
     home = tempfile.mkdtemp(prefix="corral-bench-", dir="/tmp")
     os.environ["CORRAL_HOME"] = home
     settings = load_settings()
     lines = []
     for model in models:
-        spec = resolve(model, settings)
+        spec = resolve(os.path.abspath(model) if os.path.isfile(model) else model, settings, model_type=model_type)
         for n_ctx in contexts:
             lines.append(
                 f'[models."bench/{model.replace("/", "-")}-ctx{n_ctx}"]\n'
@@ -69,7 +77,7 @@ def run(models: list[str], contexts: list[int]) -> list[dict]:
         try:
             for model in models:
                 for n_ctx in contexts:
-                    rows.append(measure(client, f"bench/{model.replace('/', '-')}-ctx{n_ctx}", n_ctx))
+                    rows.append(measure(client, f"bench/{model.replace('/', '-')}-ctx{n_ctx}"))
         finally:
             client.shutdown()
     return rows
@@ -92,9 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="catalog name or path (default ai/smollm2)")
     parser.add_argument("--context", type=int, action="append", help="context lengths (default 512 2048 8192)")
+    parser.add_argument("--model-type", help="the architecture of GGML files given as paths")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
-    rows = run(args.model or ["ai/smollm2"], args.context or [512, 2048, 8192])
+    rows = run(args.model or ["ai/smollm2"], args.context or [512, 2048, 8192], args.model_type)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -121,9 +121,16 @@ class Client:
     def chat(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Response:
         return self._stream(protocol.CHAT, model, {"messages": list(messages)}, **kwargs)
 
-    def load(self, model: str, *, keep_alive: str | float | None = None, ignore_memory_check: bool = False) -> dict:
+    def load(
+        self,
+        model: str,
+        *,
+        keep_alive: str | float | None = None,
+        ignore_memory_check: bool = False,
+        model_type: str | None = None,
+    ) -> dict:
         """Load a model and return once it is ready."""
-        return self._call(protocol.LOAD, **self._model_fields(model, keep_alive, ignore_memory_check))
+        return self._call(protocol.LOAD, **self._model_fields(model, keep_alive, ignore_memory_check, model_type))
 
     def _stream(
         self,
@@ -133,16 +140,19 @@ class Client:
         *,
         keep_alive: str | float | None = None,
         ignore_memory_check: bool = False,
+        model_type: str | None = None,
         **sampling: Any,
     ) -> Response:
         options = protocol.check_options({k: v for k, v in sampling.items() if v is not None})
-        fields = self._model_fields(model, keep_alive, ignore_memory_check)
+        fields = self._model_fields(model, keep_alive, ignore_memory_check, model_type)
         rid = self.conn.send(op, options=options, **fields, **payload)
         return Response(self.conn, rid, fields["model"])
 
     @staticmethod
-    def _model_fields(model: str, keep_alive: Any, ignore_memory_check: bool) -> dict[str, Any]:
+    def _model_fields(model: str, keep_alive: Any, ignore_memory_check: bool, model_type: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {"model": model_ref(model)}
+        if model_type:
+            fields["model_type"] = model_type
         seconds = keep_alive_seconds(keep_alive)
         if seconds is not None:
             fields["keep_alive"] = seconds

@@ -77,6 +77,7 @@ def sampling_options(f: Callable) -> Callable:
         click.option("--system", help="A system prompt for the conversation."),
         click.option("--keep-alive", help="Keep the model loaded this long after the answer (5m, 0, -1 = forever)."),
         click.option("--ignore-runtime-memory-check", is_flag=True, help="Load the model even if it may not fit."),
+        click.option("--model-type", help="The architecture of a GGML file given as a path (gpt2, gptj, mpt, ...)."),
         click.option("--verbose", is_flag=True, help="Print token counts and speed after each answer."),
     ]
     return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
@@ -115,7 +116,12 @@ def run(ctx: Context, model: str, prompt: tuple[str, ...], detach: bool, **opts:
         if text:
             raise UsageError("--detach loads the model only; leave out the prompt")
         with ctx.client() as client:
-            info = client.load(model, keep_alive=opts["keep_alive"], ignore_memory_check=opts["ignore_runtime_memory_check"])
+            info = client.load(
+                model,
+                keep_alive=opts["keep_alive"],
+                ignore_memory_check=opts["ignore_runtime_memory_check"],
+                model_type=opts["model_type"],
+            )
         click.echo(f"{info.get('model', model)} is ready (pid {info.get('pid')}).", err=True)
         return
     if not text and not sys.stdin.isatty():
@@ -147,6 +153,7 @@ def _split_options(opts: dict[str, Any]) -> tuple[dict[str, Any], str | None, bo
     }
     sampling["keep_alive"] = opts.get("keep_alive")
     sampling["ignore_memory_check"] = opts.get("ignore_runtime_memory_check", False)
+    sampling["model_type"] = opts.get("model_type")
     return sampling, opts.get("system"), opts.get("verbose", False)
 
 
@@ -173,7 +180,12 @@ def _chat(ctx: Context, model: str, opts: dict[str, Any]) -> None:
 
     sampling, system, verbose = _split_options(opts)
     with ctx.client() as client:
-        client.load(model, keep_alive=sampling["keep_alive"], ignore_memory_check=sampling["ignore_memory_check"])
+        client.load(
+            model,
+            keep_alive=sampling["keep_alive"],
+            ignore_memory_check=sampling["ignore_memory_check"],
+            model_type=sampling["model_type"],
+        )
         chat_loop(client, model, system=system, sampling=sampling, verbose=verbose, styled=ctx.styled)
 
 
@@ -239,16 +251,17 @@ def list_models(as_json: bool) -> None:
 @cli.command()
 @click.argument("model")
 @click.option("--context-length", type=click.IntRange(min=16), help="Estimate for this context length instead.")
+@click.option("--model-type", help="The architecture of a GGML file given as a path (gpt2, gptj, mpt, ...).")
 @json_option
 @debug_option
-def inspect(model: str, context_length: int | None, as_json: bool) -> None:
+def inspect(model: str, context_length: int | None, model_type: str | None, as_json: bool) -> None:
     """Show MODEL's file, backend and memory estimate (and what it is made of)."""
     from corral.client.api import model_ref
     from corral.configs.catalog import resolve
     from corral.supervisor.memory import estimate_memory
     from corral.supervisor.model_files import read_header
 
-    spec = resolve(model_ref(model), load_settings())
+    spec = resolve(model_ref(model), load_settings(), model_type=model_type)
     header = read_header(spec.path, spec.model_type)
     estimate = estimate_memory(spec, context_length)
     facts = {

@@ -117,6 +117,7 @@ def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
     backend = entry.get("backend") or sniff_backend(path)
     if backend not in BACKENDS:
         raise UsageError(f"catalog entry {name}: backend must be one of {', '.join(BACKENDS)}")
+    _check_model_type(name, backend, entry.get("model_type"))
     return ModelSpec(
         name=name,
         path=str(path),
@@ -130,10 +131,29 @@ def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
     )
 
 
+# The GGML-era families ctransformers 0.2.27 serves.
+CTRANSFORMERS_MODEL_TYPES = (
+    "gpt2", "gptj", "gpt_neox", "dolly-v2", "mpt", "starcoder", "gpt_bigcode", "falcon", "llama", "replit",
+)
+
+
+def _check_model_type(name: str, backend: str, model_type: str | None) -> None:
+    if backend != CTRANSFORMERS:
+        return
+    if not model_type:
+        raise UsageError(
+            f"{name} is a GGML file, which does not record its architecture; "
+            f"pass --model-type (one of {', '.join(CTRANSFORMERS_MODEL_TYPES)})"
+        )
+    if model_type not in CTRANSFORMERS_MODEL_TYPES:
+        raise UsageError(f"unknown model type {model_type!r}; ctransformers serves {', '.join(CTRANSFORMERS_MODEL_TYPES)}")
+
+
 def _spec_from_path(path: Path, model_type: str | None) -> ModelSpec:
     backend = sniff_backend(path)
     if backend is None:
         raise ModelLoadFailed(f"{path} is not a GGUF or GGML model file (unknown magic bytes)")
+    _check_model_type(str(path), backend, model_type)
     return ModelSpec(name=str(path), path=str(path), backend=backend, model_type=model_type, source="path")
 
 

@@ -27,7 +27,7 @@ MiB = 1024 * 1024
 # llama-cpp-python's default micro-batch (n_ubatch = n_batch = 512).
 N_UBATCH = 512
 # Resident size of a worker with no model: interpreter, engine, zmq, corral.
-RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 40 * MiB}
+RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 45 * MiB}
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estim
     """The estimate for ``spec`` loaded with its (or the given) context length."""
     h = read_header(spec.path, spec.model_type)
     n_ctx = context_length or spec.context_length
+    if spec.backend == CTRANSFORMERS and h.context_length_trained:
+        # ctransformers' GGML models size their KV cache from the file.
+        n_ctx = h.context_length_trained
     kv_bytes_per_value = 4 if spec.backend == CTRANSFORMERS else 2
     kv = n_ctx * h.n_layer * h.n_head_kv * (h.head_dim_k + h.head_dim_v) * kv_bytes_per_value
     batch = min(N_UBATCH, n_ctx)

@@ -53,6 +53,8 @@ _MODEL_REQUEST = {
     # seconds; negative keeps the model loaded forever, 0 unloads it at once
     "keep_alive": (_NUMBER, False),
     "ignore_memory_check": ((bool,), False),
+    # the architecture of a GGML file given as a path (GGML does not record it)
+    "model_type": ((str,), False),
 }
 
 # op -> {field: (allowed types, required)}

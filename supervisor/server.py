@@ -245,7 +245,7 @@ class Supervisor:
     def _on_model_request(self, client: bytes, msg: dict) -> None:
         if self.shutdown_requests:
             raise ShuttingDown("the supervisor is shutting down; run the command again in a moment")
-        spec = catalog.resolve(msg["model"], self.settings)
+        spec = catalog.resolve(msg["model"], self.settings, model_type=msg.get("model_type"))
         slot = self.slots.get(spec.name)
         if slot is None:
             self._check_backoff(spec.name)

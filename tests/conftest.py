@@ -110,3 +110,26 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 
 SMOLLM2 = "ai/smollm2"
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model files, written once per test session."""
+    from tiny_models import write_tiny_gpt2_ggml, write_tiny_llama_gguf
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "gpt2": write_tiny_gpt2_ggml(folder / "tiny-gpt2.bin"),
+        "llama": write_tiny_llama_gguf(folder / "tiny-llama.gguf"),
+    }
+
+
+@pytest.fixture
+def tiny_catalog(corral_home, tiny_files) -> dict[str, str]:
+    """A user catalog naming the tiny models, as a user would write it."""
+    corral_home.mkdir(parents=True, exist_ok=True)
+    (corral_home / "models.toml").write_text(
+        f'[models."test/tiny-gpt2"]\npath = "{tiny_files["gpt2"]}"\nbackend = "ctransformers"\nmodel_type = "gpt2"\n\n'
+        f'[models."test/tiny-llama"]\npath = "{tiny_files["llama"]}"\nbackend = "llama.cpp"\ncontext_length = 256\n'
+    )
+    return {"gpt2": "test/tiny-gpt2", "llama": "test/tiny-llama"}

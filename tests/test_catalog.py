@@ -6,7 +6,7 @@ import pytest
 
 from corral.configs.catalog import resolve, sniff_backend
 from corral.configs.settings import load_settings
-from corral.supervisor.errors import ModelLoadFailed, ModelNotFound
+from corral.supervisor.errors import ModelLoadFailed, ModelNotFound, UsageError
 
 
 @pytest.fixture
@@ -51,7 +51,9 @@ def test_catalog_entry_with_missing_file(settings, tmp_path):
 def test_paths_by_magic(settings, tmp_path):
     ggml = tmp_path / "old.bin"
     ggml.write_bytes(b"lmgg" + bytes(64))
-    assert resolve(str(ggml), settings).backend == "ctransformers"
+    assert resolve(str(ggml), settings, model_type="gpt2").backend == "ctransformers"
+    with pytest.raises(UsageError, match="--model-type"):
+        resolve(str(ggml), settings)
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"PK\x03\x04")
     with pytest.raises(ModelLoadFailed, match="magic"):

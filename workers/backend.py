@@ -78,6 +78,7 @@ class Backend(ABC):
 
 BACKENDS = {
     "llama.cpp": "corral.workers.llama_cpp_backend:LlamaCppBackend",
+    "ctransformers": "corral.workers.ctransformers_backend:CTransformersBackend",
 }
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
 from typing import Any, Iterator
 
 from corral.workers.backend import Backend, Sampling, Usage
+from corral.workers.text_stream import decode_tokens, token_limit
 
 
 class LlamaCppBackend(Backend):
@@ -64,36 +66,33 @@ class LlamaCppBackend(Backend):
         return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
 
     def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
+        import llama_cpp
+
         tokens = self.tokenize(prompt)
         usage.prompt_tokens = len(tokens)
+        limit = token_limit(sampling.max_tokens, len(tokens), self.llm.n_ctx())
         if sampling.seed is not None:
             # A reused prompt prefix re-evaluates fewer tokens in another batch
             # shape, which shifts the logits a little; a seed promises the same
             # answer every time, so evaluate the whole prompt afresh.
             self.llm.reset()
-        text = []
-        chunks = self.llm.create_completion(
+        self.llm.set_seed(sampling.seed if sampling.seed is not None else random.getrandbits(32))
+        generated = self.llm.generate(
             tokens,
-            stream=True,
-            max_tokens=sampling.max_tokens or -1,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
             top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty,
-            seed=sampling.seed,
-            stop=sampling.stop,
         )
-        try:
-            for chunk in chunks:
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    text.append(choice["text"])
-                    yield choice["text"]
-                if choice.get("finish_reason"):
-                    usage.finish_reason = choice["finish_reason"]
-        finally:
-            chunks.close()
-            usage.completion_tokens = self.count_tokens("".join(text))
+        vocab = self.llm._model.vocab
+        yield from decode_tokens(
+            generated,
+            is_end=lambda token: llama_cpp.llama_vocab_is_eog(vocab, token),
+            token_bytes=lambda token: self.llm.detokenize([token]),
+            stop=sampling.stop,
+            limit=limit,
+            usage=usage,
+        )
 
     def close(self) -> None:
         self.llm.close()
