@@ -3,6 +3,8 @@
 import structlog
 
 from corral.client.api import Client, Response
+from corral.client.async_api import AsyncClient, AsyncResponse
+from corral.client.requests import BatchResult
 
 # A library stays quiet unless its host program configured logging.
 if not structlog.is_configured():
@@ -10,4 +12,4 @@ if not structlog.is_configured():
 
     silence()
 
-__all__ = ["Client", "Response"]
+__all__ = ["AsyncClient", "AsyncResponse", "BatchResult", "Client", "Response"]

@@ -14,83 +14,52 @@ its stats are there once it has ended.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Iterator
+from collections import deque
+from typing import Any, Iterable, Iterator
 
 from corral.client.connection import Connection
 from corral.client.launch import ensure_supervisor, supervisor_pid
-from corral.configs.settings import Settings, load_settings, parse_duration
+from corral.client.requests import (
+    BatchItem,
+    BatchResult,
+    ResponseState,
+    batch_items,
+    model_fields,
+    model_ref,
+    should_retry,
+    stream_request,
+)
+from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
-from corral.supervisor.errors import SupervisorUnreachable, error_for_code
+from corral.supervisor.errors import CorralError, SupervisorUnreachable, error_for_code
 
 
-def model_ref(model: str) -> str:
-    """What to send for a MODEL argument: a file path made absolute (the
-    supervisor has another working directory), a catalog name as it is."""
-    return os.path.abspath(model) if os.path.isfile(model) else model
-
-
-def keep_alive_seconds(keep_alive: str | float | None) -> float | None:
-    """A duration as the wire wants it: seconds, negative for never."""
-    if keep_alive is None:
-        return None
-    seconds = parse_duration(keep_alive, "keep-alive")
-    return -1.0 if seconds is None else seconds
-
-
-class Response:
+class Response(ResponseState):
     """One streamed answer. Iterate for text pieces; ``text()`` drains."""
 
     def __init__(self, conn: Connection, rid: int, model: str):
+        super().__init__(rid, model)
         self._conn = conn
-        self.id = rid
-        self.model = model
-        self.chunks: list[str] = []
-        self.done: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[str]:
         yield from list(self.chunks)
         while self.done is None:
             msg = self._conn.next_event(self.id)
-            ev = msg["ev"]
-            if ev == protocol.TOKEN:
-                self.chunks.append(msg["text"])
-                yield msg["text"]
-            elif ev == protocol.DONE:
-                self.done = msg
+            if msg["ev"] != protocol.TOKEN:
                 self._conn.forget(self.id)
-            elif ev == protocol.ERROR:
-                self.done = msg
-                self._conn.forget(self.id)
-                raise error_for_code(msg.get("code", ""), msg.get("message", "unknown error"))
+            piece = self.feed(msg)
+            if piece is not None:
+                yield piece
 
     def text(self) -> str:
         for _ in self:
             pass
-        return "".join(self.chunks)
+        return self.text_so_far()
 
     def cancel(self) -> None:
         """Stop the generation; the stream then ends with ``stopped == "cancelled"``."""
         if self.done is None:
             self._conn.send_cancel(self.id)
-
-    @property
-    def usage(self) -> dict[str, int]:
-        return (self.done or {}).get("usage", {})
-
-    @property
-    def timings(self) -> dict[str, float]:
-        return (self.done or {}).get("timings", {})
-
-    @property
-    def stopped(self) -> str | None:
-        """Why it ended: "stop", "length" or "cancelled"."""
-        return (self.done or {}).get("stopped")
-
-    @property
-    def load_ms(self) -> float:
-        """Time spent loading the model for this request (0 when it was loaded)."""
-        return (self.done or {}).get("load_ms", 0.0)
 
 
 class Client:
@@ -116,54 +85,76 @@ class Client:
     # -- model requests --------------------------------------------------
 
     def generate(self, model: str, prompt: str, **kwargs: Any) -> Response:
-        return self._stream(protocol.GENERATE, model, {"prompt": prompt}, **kwargs)
+        """Stream an answer to a raw prompt. Keyword arguments: sampling
+        options (temperature, top_p, top_k, seed, max_tokens, stop,
+        repeat_penalty) and keep_alive, ignore_memory_check, model_type."""
+        return self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
 
     def chat(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Response:
-        return self._stream(protocol.CHAT, model, {"messages": list(messages)}, **kwargs)
+        """Stream the next turn of a conversation, with the model's own chat
+        template. Keyword arguments as for :meth:`generate`."""
+        return self._stream(protocol.CHAT, model, {"messages": list(messages)}, kwargs)
 
-    def load(
+    def load(self, model: str, **kwargs: Any) -> dict:
+        """Load a model and return once it is ready (``keep_alive``,
+        ``ignore_memory_check``, ``model_type`` as for generate)."""
+        return self._call(protocol.LOAD, **model_fields(model, **kwargs))
+
+    def _stream(self, op: str, model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> Response:
+        fields = stream_request(op, model, payload, kwargs)
+        return Response(self.conn, self.conn.send(op, **fields), fields["model"])
+
+    def batch(
         self,
         model: str,
+        prompts: Iterable[str | dict[str, Any]],
         *,
-        keep_alive: str | float | None = None,
-        ignore_memory_check: bool = False,
-        model_type: str | None = None,
-    ) -> dict:
-        """Load a model and return once it is ready."""
-        return self._call(protocol.LOAD, **self._model_fields(model, keep_alive, ignore_memory_check, model_type))
+        concurrency: int = 4,
+        **kwargs: Any,
+    ) -> Iterator[BatchResult]:
+        """Run many prompts; yield each result as it finishes (not in order).
 
-    def _stream(
-        self,
-        op: str,
-        model: str,
-        payload: dict[str, Any],
-        *,
-        keep_alive: str | float | None = None,
-        ignore_memory_check: bool = False,
-        model_type: str | None = None,
-        **sampling: Any,
-    ) -> Response:
-        options = protocol.check_options({k: v for k, v in sampling.items() if v is not None})
-        fields = self._model_fields(model, keep_alive, ignore_memory_check, model_type)
-        rid = self.conn.send(op, options=options, **fields, **payload)
-        return Response(self.conn, rid, fields["model"])
-
-    @staticmethod
-    def _model_fields(model: str, keep_alive: Any, ignore_memory_check: bool, model_type: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"model": model_ref(model)}
-        if model_type:
-            fields["model_type"] = model_type
-        seconds = keep_alive_seconds(keep_alive)
-        if seconds is not None:
-            fields["keep_alive"] = seconds
-        if ignore_memory_check:
-            fields["ignore_memory_check"] = True
-        return fields
+        A prompt is a string or a map with ``prompt`` or ``messages``, an
+        optional ``id`` and per-prompt sampling options. Up to
+        ``concurrency`` requests wait at the supervisor at once, so the
+        worker never idles between prompts. A prompt whose worker crashed is
+        tried once more; then its result carries the error and the batch
+        goes on.
+        """
+        todo = deque(batch_items(prompts))
+        running: dict[int, tuple[BatchItem, Response]] = {}
+        try:
+            while todo or running:
+                while todo and len(running) < max(1, concurrency):
+                    item = todo.popleft()
+                    item.attempts += 1
+                    response = self._stream(item.op, model, item.payload, {**kwargs, **item.options})
+                    running[response.id] = (item, response)
+                rid, msg = self.conn.next_any(running)
+                item, response = running[rid]
+                try:
+                    if response.feed(msg) is not None:
+                        continue
+                except CorralError as exc:
+                    del running[rid]
+                    self.conn.forget(rid)
+                    if should_retry(item, exc):
+                        todo.appendleft(item)
+                    else:
+                        yield BatchResult(item.index, item.id, error=exc, attempts=item.attempts)
+                    continue
+                del running[rid]
+                self.conn.forget(rid)
+                yield BatchResult(item.index, item.id, response.text_so_far(), response.usage, response.stopped, attempts=item.attempts)
+        finally:
+            for rid, (_, response) in running.items():  # the caller stopped early
+                response.cancel()
+                self.conn.forget(rid)
 
     # -- management ------------------------------------------------------
 
     def unload(self, model: str | None = None, *, all: bool = False) -> list[str]:
-        fields: dict[str, Any] = {"all": True} if all else {"model": model_ref(model)}
+        fields: dict[str, Any] = {"all": True} if all else {"model": model_ref(model or "")}
         return self._call(protocol.UNLOAD, **fields).get("unloaded", [])
 
     def ps(self) -> list[dict]:

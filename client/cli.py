@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -189,6 +190,31 @@ def _chat(ctx: Context, model: str, opts: dict[str, Any]) -> None:
         chat_loop(client, model, system=system, sampling=sampling, verbose=verbose, styled=ctx.styled)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help='JSON lines: {"id": ..., "prompt": ...} or {"id": ..., "messages": [...]}, with optional sampling options.')
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON lines of results; ids already there are skipped, so a re-run resumes.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Requests waiting at the supervisor at once.")
+@click.option("--skip-bad-lines", is_flag=True, help="Skip input lines that are not valid (default: refuse the batch).")
+@sampling_options
+@debug_option
+@pass_ctx
+def batch(ctx: Context, model: str, input_path: Path, output_path: Path, concurrency: int, skip_bad_lines: bool, **opts: Any) -> None:
+    """Answer every prompt of a JSON-lines file with MODEL."""
+    from corral.client.batch_command import run_batch
+
+    sampling, system, _ = _split_options(opts)
+    with ctx.client() as client:
+        code = run_batch(
+            client, model, input_path, output_path,
+            concurrency=concurrency, skip_bad_lines=skip_bad_lines, system=system, request_kwargs=sampling,
+        )
+    click.get_current_context().exit(code)
+
+
 # -- models --------------------------------------------------------------------
 
 
@@ -256,7 +282,7 @@ def list_models(as_json: bool) -> None:
 @debug_option
 def inspect(model: str, context_length: int | None, model_type: str | None, as_json: bool) -> None:
     """Show MODEL's file, backend and memory estimate (and what it is made of)."""
-    from corral.client.api import model_ref
+    from corral.client.requests import model_ref
     from corral.configs.catalog import resolve
     from corral.supervisor.memory import estimate_memory
     from corral.supervisor.model_files import read_header
@@ -407,7 +433,7 @@ def logs(model: str | None, lines: int, follow: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     silence()
     try:
-        cli.main(args=argv, prog_name="corral", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="corral", standalone_mode=False)
     except CorralError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         return exc.exit_code
@@ -423,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         # stdout closed early (e.g. `| head`): not an error worth a traceback
         sys.stderr.close()
         return 0
-    return 0
+    # click returns the code of ctx.exit(code), and the command's value otherwise
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

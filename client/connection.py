@@ -8,7 +8,7 @@ died, instead of waiting forever.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Iterable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -37,12 +37,17 @@ class Connection:
         self.connected = False
         self.next_id = 1
         self.inbox: dict[Any, deque[dict]] = {}
+        # Each lost connection starts a new epoch; a request sent in an
+        # earlier epoch will never be answered.
+        self.epoch = 0
+        self.sent_in: dict[int, int] = {}
 
     def send(self, op: str, **fields: Any) -> int:
         """Send a request; returns its id."""
         rid = self.next_id
         self.next_id += 1
         self.inbox[rid] = deque()
+        self.sent_in[rid] = self.epoch
         self.sock.send(protocol.request(op, rid, **fields))
         return rid
 
@@ -54,19 +59,37 @@ class Connection:
         kept for their readers. None if ``timeout`` seconds pass first."""
         box = self.inbox[rid]
         while not box:
+            self._check_lost(rid)
             if not self._pump(timeout):
                 return None
         return box.popleft()
 
+    def next_any(self, rids: Iterable[int]) -> tuple[int, dict]:
+        """The next reply for any of ``rids``, with its request id."""
+        while True:
+            for rid in rids:
+                box = self.inbox.get(rid)
+                if box:
+                    return rid, box.popleft()
+            for rid in rids:
+                self._check_lost(rid)
+            self._pump(None)
+
     def forget(self, rid: int) -> None:
         self.inbox.pop(rid, None)
+        self.sent_in.pop(rid, None)
+
+    def _check_lost(self, rid: int) -> None:
+        if self.sent_in.get(rid, self.epoch) < self.epoch:
+            raise SupervisorUnreachable(
+                f"lost the connection to the corral supervisor ({self.settings.socket_path}); "
+                "see `corral logs`, then run the command again"
+            )
 
     def _pump(self, timeout: float | None) -> bool:
         ready = dict(self.poller.poll(None if timeout is None else timeout * 1000))
         if not ready:
             return False
-        if self.monitor in ready:
-            self._on_monitor()
         if self.sock in ready:
             while True:
                 try:
@@ -81,6 +104,10 @@ class Connection:
                 box = self.inbox.get(msg.get("id"))
                 if box is not None:
                     box.append(msg)
+        # After the replies: what a supervisor sent before it exited
+        # (shutdown) is still delivered.
+        if self.monitor in ready:
+            self._on_monitor()
         return True
 
     def _on_monitor(self) -> None:
@@ -93,11 +120,7 @@ class Connection:
                 self.connected = True
             elif event["event"] == zmq.EVENT_DISCONNECTED and self.connected:
                 self.connected = False
-                if self.inbox:
-                    raise SupervisorUnreachable(
-                        f"lost the connection to the corral supervisor ({self.settings.socket_path}); "
-                        "see `corral logs`, then run the command again"
-                    )
+                self.epoch += 1
 
     def close(self) -> None:
         self.sock.disable_monitor()

@@ -92,7 +92,7 @@ def should_yield(slot: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int) -
     slots = list(slots)
     if not slot.queue or sum(1 for s in slots if s.has_worker) < max_loaded:
         return False
-    nxt = slot.queue[0].arrived
+    nxt = slot.queue.peek().arrived
     return any(s is not slot and s.wants_worker and s.first_arrival() < nxt for s in slots)
 
 

@@ -4,9 +4,10 @@ the requests routed through it. Plain data; the event loop owns it."""
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from corral.configs.catalog import ModelSpec
 
@@ -31,12 +32,86 @@ class Request:
     caused_load: bool = False  # it waited for the model to load
 
 
+class FairQueue:
+    """Requests waiting for one model, served fairly across clients: one
+    client's thousand-prompt batch does not starve another's chat.
+
+    Each client's requests are numbered in rounds (its first waiting request
+    is in the current round, its second in the next, ...), and the queue
+    serves round by round, in arrival order within a round. A client that
+    arrives while a batch is queued is therefore served after at most the
+    request that is running.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Request]] = []
+        self._round_of: dict[bytes, int] = {}  # the round of each client's last request
+        self._round = 0  # the round of the last request served
+        self._seq = 0
+        self._removed: set[int] = set()
+        self._waiting: dict[bytes, int] = {}  # requests queued per client
+        self._len = 0
+
+    def append(self, req: Request) -> None:
+        rnd = max(self._round_of.get(req.client, -1) + 1, self._round)
+        self._round_of[req.client] = rnd
+        self._waiting[req.client] = self._waiting.get(req.client, 0) + 1
+        self._seq += 1
+        heapq.heappush(self._heap, (rnd, self._seq, req))
+        self._len += 1
+
+    def _drop_removed(self) -> None:
+        while self._heap and self._heap[0][1] in self._removed:
+            self._removed.discard(heapq.heappop(self._heap)[1])
+
+    def peek(self) -> Request:
+        """The request that ``popleft`` would return."""
+        self._drop_removed()
+        return self._heap[0][2]
+
+    def popleft(self) -> Request:
+        self._drop_removed()
+        rnd, _, req = heapq.heappop(self._heap)
+        self._round = rnd
+        self._left(req.client)
+        return req
+
+    def remove(self, req: Request) -> None:
+        for _, seq, queued in self._heap:
+            if queued is req and seq not in self._removed:
+                self._removed.add(seq)
+                self._left(req.client)
+                return
+        raise ValueError("request not queued")
+
+    def _left(self, client: bytes) -> None:
+        self._len -= 1
+        self._waiting[client] -= 1
+        if not self._waiting[client]:
+            # Its line is empty: its next request starts in the current round.
+            del self._waiting[client], self._round_of[client]
+
+    def __contains__(self, req: object) -> bool:
+        return any(queued is req for queued in self)
+
+    def __iter__(self) -> Iterator[Request]:
+        for _, seq, req in sorted(self._heap):
+            if seq not in self._removed:
+                yield req
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+
 @dataclass(eq=False)
 class ModelSlot:
     spec: ModelSpec
     state: State = State.WAITING
     worker: Any = None  # a WorkerProcess while there is one
-    queue: deque[Request] = field(default_factory=deque)
+    queue: FairQueue = field(default_factory=FairQueue)
     load_waiters: list[Request] = field(default_factory=list)
     active: Request | None = None
     # Seconds a model stays loaded after its last request; None: forever.

@@ -122,3 +122,32 @@ def test_crash_backoff():
     assert policy.backoff_left([10.0, 20.0, 30.0], now=91.0, limit=3, window=60, backoff=60) is None
     # three crashes spread over more than the window are no storm
     assert policy.backoff_left([0.0, 50.0, 100.0], now=101.0, limit=3, window=60, backoff=60) is None
+
+
+def test_fair_queue_interleaves_clients():
+    from corral.supervisor.slots import FairQueue
+
+    q = FairQueue()
+    batch = [Request(i, b"batch", i, "generate", {}, float(i)) for i in range(5)]
+    for r in batch:
+        q.append(r)
+    assert q.popleft() is batch[0]  # running now
+    chat = Request(99, b"chat", 1, "generate", {}, 10.0)
+    q.append(chat)
+    assert q.peek() is chat  # next after the running one, not after the batch
+    assert q.popleft() is chat
+    q.remove(batch[2])
+    assert batch[2] not in q and batch[3] in q
+    assert [q.popleft() for _ in range(len(q))] == [batch[1], batch[3], batch[4]]
+    assert not q
+
+
+def test_fair_queue_round_robin_between_two_batches():
+    from corral.supervisor.slots import FairQueue
+
+    q = FairQueue()
+    for i in range(3):
+        q.append(Request(i, b"a", i, "generate", {}, 0.0))
+    for i in range(3):
+        q.append(Request(10 + i, b"b", i, "generate", {}, 1.0))
+    assert [q.popleft().client for _ in range(6)] == [b"a", b"b", b"a", b"b", b"a", b"b"]
