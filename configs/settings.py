@@ -63,6 +63,7 @@ class Settings:
     heartbeat_interval: float
     heartbeat_liveness: int
     stop_timeout: float
+    enable_echo_backend: bool = False
     config_file: Path | None = None
 
     @property
@@ -154,5 +155,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         heartbeat_interval=parse_duration(raw["heartbeat_interval"], "heartbeat_interval") or 1.0,
         heartbeat_liveness=integer("heartbeat_liveness", 2),
         stop_timeout=parse_duration(raw["stop_timeout"], "stop_timeout") or 0.5,
+        enable_echo_backend=str(raw["enable_echo_backend"]).lower() in ("1", "true", "yes"),
         config_file=config_file,
     )

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from corral.configs.catalog import CTRANSFORMERS, ModelSpec
+from corral.configs.catalog import CTRANSFORMERS, ECHO, ModelSpec
 from corral.supervisor.model_files import read_header
 
 MiB = 1024 * 1024
 # llama-cpp-python's default micro-batch (n_ubatch = n_batch = 512).
 N_UBATCH = 512
 # Resident size of a worker with no model: interpreter, engine, zmq, corral.
-RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 45 * MiB}
+RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 45 * MiB, ECHO: 30 * MiB}
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Estimate:
 
 def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estimate:
     """The estimate for ``spec`` loaded with its (or the given) context length."""
+    if spec.backend == ECHO:
+        return Estimate(0, 0, 0, RUNTIME_BYTES[ECHO], spec.context_length)
     h = read_header(spec.path, spec.model_type)
     n_ctx = context_length or spec.context_length
     if spec.backend == CTRANSFORMERS and h.context_length_trained:

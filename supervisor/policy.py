@@ -43,7 +43,7 @@ def admit(target: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int, budget
         return Admission(spawn=True)
     if fits(staying):
         return Admission(spawn=False)
-    candidates = [s for s in staying if s.state == State.READY and s.active is None]
+    candidates = [s for s in staying if s.state == State.READY and not s.running]
     candidates.sort(key=lambda s: (bool(s.queue), s.last_used))
     victims: list[ModelSlot] = []
     for victim in candidates:

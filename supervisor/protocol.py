@@ -33,6 +33,10 @@ GENERATE, CHAT, LOAD, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = (
 # Events, in replies and from workers.
 TOKEN, DONE, ERROR, RESULT, READY, HEARTBEAT = "token", "done", "error", "result", "ready", "hb"
 
+# A worker talks on two sockets: its identity for commands and heartbeats,
+# and identity + this suffix for the frames of its generations.
+WORKER_DATA_SUFFIX = b"/data"
+
 _NUMBER = (int, float)
 _ID = (int, str)
 

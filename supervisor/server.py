@@ -42,6 +42,8 @@ log = get_logger()
 STARTUP_GRACE_S = 60.0
 # Frames read from one socket per loop turn, so that neither side starves.
 BATCH = 256
+# Requests sent ahead to a worker: the one generating and the next.
+PIPELINE_DEPTH = 2
 # A model whose worker fails this often within the window is not restarted
 # until the back-off has passed: no respawn storm.
 CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S = 3, 60.0, 60.0
@@ -62,6 +64,9 @@ def _bind(ctx: zmq.Context, path: os.PathLike) -> zmq.Socket:
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     # A reconnecting client with a leftover identity must not be refused.
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    # Never drop a token for a slow reader: a stream is bounded by its
+    # max_tokens and the context, so the queue is too.
+    sock.setsockopt(zmq.SNDHWM, 0)
     if os.path.exists(path):
         os.unlink(path)  # stale socket of a dead supervisor; we hold the pid lock
     old_umask = os.umask(0o177)
@@ -178,9 +183,10 @@ class Supervisor:
     def _tick(self, now: float) -> None:
         if now >= self.next_beat:
             self.next_beat = now + self.settings.heartbeat_interval
-            for identity, slot in list(self.by_identity.items()):
-                self._send_worker(slot, self.beat)
-                self._check_alive(slot, now)
+            for slot in list(self.slots.values()):
+                if slot.worker is not None:
+                    self._send_worker(slot, self.beat)
+                    self._check_alive(slot, now)
             self._watch_memory()
         for slot in list(self.slots.values()):
             if policy.expired(slot, now):
@@ -209,7 +215,7 @@ class Supervisor:
         try:
             self.front.send_multipart([client, frame], zmq.NOBLOCK)
             return True
-        except zmq.ZMQError as exc:  # the client went away (or is not reading)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the client went away
             log.info("client unreachable", error=str(exc))
             return False
 
@@ -322,7 +328,7 @@ class Supervisor:
         if req is None:
             return  # already finished: its stream has ended anyway
         slot = self.slots.get(req.model)
-        if slot is not None and slot.active is req:
+        if slot is not None and req.rid in slot.running:
             self._send_worker(slot, protocol.command(protocol.CANCEL, rid=req.rid))
             return
         # Not started yet: take it out of line and end its stream here.
@@ -398,16 +404,15 @@ class Supervisor:
             slot.worker.kill(message)
 
     def _pump(self, slot: ModelSlot) -> None:
-        if slot.state != State.READY or slot.active is not None or not slot.queue:
-            return
-        if policy.should_yield(slot, self.slots.values(), self.settings.max_loaded_models):
-            return
-        req = slot.queue.popleft()
-        slot.active = req
-        slot.state = State.BUSY
-        slot.expires_at = None
-        fields = {"prompt": req.msg["prompt"]} if req.op == protocol.GENERATE else {"messages": req.msg["messages"]}
-        self._send_worker(slot, protocol.command(req.op, rid=req.rid, id=req.id, options=req.msg.get("options", {}), **fields))
+        while slot.state in (State.READY, State.BUSY) and len(slot.running) < PIPELINE_DEPTH and slot.queue:
+            if policy.should_yield(slot, self.slots.values(), self.settings.max_loaded_models):
+                return
+            req = slot.queue.popleft()
+            slot.running[req.rid] = req
+            slot.state = State.BUSY
+            slot.expires_at = None
+            fields = {"prompt": req.msg["prompt"]} if req.op == protocol.GENERATE else {"messages": req.msg["messages"]}
+            self._send_worker(slot, protocol.command(req.op, rid=req.rid, id=req.id, options=req.msg.get("options", {}), **fields))
 
     def _spawn(self, slot: ModelSlot) -> None:
         identity = f"w{os.getpid()}-{self.next_worker}".encode()
@@ -421,6 +426,7 @@ class Supervisor:
         slot.worker = worker
         slot.state = State.LOADING
         self.by_identity[identity] = slot
+        self.by_identity[identity + protocol.WORKER_DATA_SUFFIX] = slot  # its stream of tokens
         self.by_pidfd[worker.pidfd] = slot
         self.poller.register(worker.pidfd, zmq.POLLIN)
 
@@ -434,8 +440,8 @@ class Supervisor:
     def _unload(self, slot: ModelSlot, why: str) -> None:
         """Unload on request: queued requests end, the running one is cancelled."""
         self._fail_waiting(slot, Cancelled(f"{slot.name} was {why}" if why == "unloaded" else why))
-        if slot.active is not None:
-            self._send_worker(slot, protocol.command(protocol.CANCEL, rid=slot.active.rid))
+        for rid in slot.running:
+            self._send_worker(slot, protocol.command(protocol.CANCEL, rid=rid))
         if slot.worker is None:
             self.slots.pop(slot.name, None)
         else:
@@ -462,8 +468,8 @@ class Supervisor:
             return
         ev = msg["ev"]
         if ev == protocol.TOKEN:
-            req = slot.active
-            if req is not None and req.rid == msg["rid"] and not self._reply(req.client, frame):
+            req = slot.running.get(msg["rid"])
+            if req is not None and not self._reply(req.client, frame):
                 # Nobody is reading: stop spending compute on it.
                 self._send_worker(slot, protocol.command(protocol.CANCEL, rid=req.rid))
         elif ev == protocol.READY:
@@ -471,7 +477,7 @@ class Supervisor:
         elif ev in (protocol.DONE, protocol.ERROR):
             if slot.state == State.LOADING:
                 slot.load_error = msg.get("message")  # the worker exits next; its pidfd ends the load
-            elif slot.active is not None and slot.active.rid == msg["rid"]:
+            elif msg["rid"] in slot.running:
                 self._finish(slot, msg)
 
     def _on_ready(self, slot: ModelSlot, msg: dict) -> None:
@@ -492,7 +498,7 @@ class Supervisor:
         return protocol.event(protocol.DONE, id=req.id, model=slot.name, pid=slot.worker.pid, load_ms=slot.info.get("load_ms") if req.caused_load else 0.0)
 
     def _finish(self, slot: ModelSlot, msg: dict) -> None:
-        req = slot.active
+        req = slot.running.pop(msg["rid"])
         out = {k: v for k, v in msg.items() if k not in ("v", "rid")}
         out["id"] = req.id
         if msg["ev"] == protocol.DONE:
@@ -501,12 +507,12 @@ class Supervisor:
         self._forget(req)
         self._reply(req.client, protocol.encode(out))
         now = time.monotonic()
-        slot.active = None
         slot.served += 1
-        slot.state = State.READY
         slot.last_used = now
-        # The idle timer restarts when the last request ends.
-        slot.expires_at = None if slot.queue else policy.expiry(slot.keep_alive, now)
+        if slot.state == State.BUSY and not slot.running:
+            slot.state = State.READY
+            # The idle timer restarts when the last request ends.
+            slot.expires_at = None if slot.queue else policy.expiry(slot.keep_alive, now)
         self._schedule()
 
     def _on_worker_exit(self, slot: ModelSlot) -> None:
@@ -515,6 +521,7 @@ class Supervisor:
         self.poller.unregister(worker.pidfd)
         del self.by_pidfd[worker.pidfd]
         del self.by_identity[worker.identity]
+        del self.by_identity[worker.identity + protocol.WORKER_DATA_SUFFIX]
         how = worker.describe_exit()
         was = slot.state
         kill_error, slot.kill_error = slot.kill_error, None
@@ -529,13 +536,12 @@ class Supervisor:
             self._fail_waiting(slot, kill_error or ModelLoadFailed(f"{slot.name} failed to load: {reason}"))
         elif was != State.STOPPING:
             log.warning("worker crashed", model=slot.name, pid=worker.pid, how=how)
-        if slot.active is not None:
+        if slot.running:
             tail = worker.stderr_tail()
-            self._fail(
-                slot.active,
-                kill_error or WorkerCrashed(f"the worker for {slot.name} {how}" + (f"; its last output: {tail}" if tail else "")),
-            )
-            slot.active = None
+            error = kill_error or WorkerCrashed(f"the worker for {slot.name} {how}" + (f"; its last output: {tail}" if tail else ""))
+            for req in slot.running.values():
+                self._fail(req, error)
+            slot.running.clear()
         if slot.wants_worker:
             try:
                 self._check_backoff(slot.name)

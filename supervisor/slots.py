@@ -113,7 +113,10 @@ class ModelSlot:
     worker: Any = None  # a WorkerProcess while there is one
     queue: FairQueue = field(default_factory=FairQueue)
     load_waiters: list[Request] = field(default_factory=list)
-    active: Request | None = None
+    # Requests sent to the worker, by rid, oldest first: the first is being
+    # generated, the next waits inside the worker so that it starts the
+    # moment the first ends (no round trip through the supervisor between).
+    running: dict[int, Request] = field(default_factory=dict)
     # Seconds a model stays loaded after its last request; None: forever.
     keep_alive: float | None = None
     last_used: float = 0.0
@@ -157,7 +160,7 @@ class ModelSlot:
     @property
     def idle(self) -> bool:
         """Loaded and doing nothing: may be evicted or expire."""
-        return self.state == State.READY and self.active is None and not self.queue
+        return self.state == State.READY and not self.running and not self.queue
 
     def first_arrival(self) -> float | None:
         waiting = [r.arrived for r in (*self.queue, *self.load_waiters)]

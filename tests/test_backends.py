@@ -90,7 +90,7 @@ def test_backend_contract_in_process(tiny_files):
         prompt, _ = backend.chat_prompt([{"role": "user", "content": "hi"}])
         assert "hi" in prompt
         backend.close()
-    assert set(BACKENDS) == {"llama.cpp", "ctransformers"}
+    assert set(BACKENDS) == {"llama.cpp", "ctransformers", "echo"}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ def slot(name: str, state: State = State.READY, last_used: float = 0.0, active: 
     s = ModelSlot(spec=ModelSpec(name=name, path=f"/m/{name}", backend="llama.cpp"), state=state, last_used=last_used,
                   estimate=estimate, rss_bytes=rss_mib * MiB)
     if active:
-        s.active = Request(1, b"c", 1, "generate", {}, arrived)
+        s.running[1] = Request(1, b"c", 1, "generate", {}, arrived)
     for i in range(queued):
         s.queue.append(Request(10 + i, b"c", 10 + i, "generate", {}, arrived + i))
     return s
@@ -66,7 +66,7 @@ def test_expiry():
     s.expires_at = policy.expiry(30.0, now=100.0)
     assert not policy.expired(s, 129.9)
     assert policy.expired(s, 130.0)
-    s.active = Request(1, b"c", 1, "generate", {}, 0.0)
+    s.running[1] = Request(1, b"c", 1, "generate", {}, 0.0)
     assert not policy.expired(s, 500.0)  # never while serving
     assert policy.expiry(None, now=100.0) is None
 

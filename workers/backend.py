@@ -79,6 +79,8 @@ class Backend(ABC):
 BACKENDS = {
     "llama.cpp": "corral.workers.llama_cpp_backend:LlamaCppBackend",
     "ctransformers": "corral.workers.ctransformers_backend:CTransformersBackend",
+    # no model: for benchmarks and tests, enabled explicitly (see echo_backend)
+    "echo": "corral.workers.echo_backend:EchoBackend",
 }
 
 

@@ -1,11 +1,13 @@
-"""The process wrapper around a backend: socket, heartbeats, cancel, stats.
+"""The process wrapper around a backend: sockets, heartbeats, cancel, stats.
 
-Two threads. The I/O thread owns the DEALER socket to the supervisor: it
-forwards frames, beats every interval and notices a silent supervisor. It
-never waits on the model, so a long prompt evaluation (llama.cpp releases
-the GIL) never looks like a hang. The main thread loads the model and runs
-one generation at a time; it hands frames to the I/O thread over an inproc
-socket, because a ZeroMQ socket must stay in one thread.
+Two threads, each with its own DEALER socket to the supervisor (a ZeroMQ
+socket must stay in one thread). The I/O thread receives commands, beats
+every interval and notices a silent supervisor; it never waits on the
+model, so a long prompt evaluation (llama.cpp releases the GIL) never looks
+like a hang. The main thread loads the model, runs one generation at a time
+and streams its frames on the data socket (identity + ``/data``) straight
+to the supervisor: no hop through the I/O thread per token, which on a
+2-core machine would take CPU from the decoding threads.
 """
 
 from __future__ import annotations
@@ -25,10 +27,8 @@ from corral.workers.backend import Backend, Sampling, Usage
 
 log = get_logger()
 
-_OUTBOX = "inproc://outbox"
-# Sent by the main thread after its last frame: the I/O thread forwards
-# everything before it, then ends.
-_LAST_FRAME = b""
+# The main thread's word to the I/O thread that the worker is done.
+_STOP = "inproc://stop"
 
 
 class WorkerRuntime:
@@ -51,7 +51,7 @@ class WorkerRuntime:
         # rids to stop; set.add and `in` are atomic under the GIL
         self.cancelled: set[int] = set()
         self._io_ready = threading.Event()
-        self._outbox: zmq.Socket | None = None
+        self._data: zmq.Socket | None = None
 
     # -- main thread ---------------------------------------------------------
 
@@ -59,12 +59,18 @@ class WorkerRuntime:
         io = threading.Thread(target=self._io_loop, name="corral-io", daemon=True)
         io.start()
         self._io_ready.wait()
-        self._outbox = self.ctx.socket(zmq.PUSH)
-        self._outbox.connect(_OUTBOX)
+        self._data = self.ctx.socket(zmq.DEALER)
+        self._data.setsockopt(zmq.IDENTITY, self.identity + protocol.WORKER_DATA_SUFFIX)
+        self._data.setsockopt(zmq.SNDHWM, 0)  # a stream is bounded; never drop a token
+        self._data.setsockopt(zmq.LINGER, 2000)  # deliver the last frames before exit
+        self._data.connect(self.endpoint)
         code = self._load_and_serve()
-        self._outbox.send(_LAST_FRAME)
+        stop = self.ctx.socket(zmq.PAIR)
+        stop.connect(_STOP)
+        stop.send(b"")
         io.join(timeout=5)
-        self._outbox.close(linger=0)
+        stop.close(0)
+        self._data.close()
         self.ctx.term()
         return code
 
@@ -87,11 +93,15 @@ class WorkerRuntime:
         return 0
 
     def _send(self, frame: bytes) -> None:
-        self._outbox.send(frame)
+        self._data.send(frame)
 
     def _generate(self, job: dict[str, Any]) -> None:
         rid, cid = job["rid"], job.get("id")
         usage = Usage()
+        if rid in self.cancelled:  # cancelled while it waited in this worker
+            self.cancelled.discard(rid)
+            self._send(protocol.event(protocol.DONE, rid=rid, id=cid, stopped="cancelled", usage={}, timings={}))
+            return
         started = time.monotonic()
         first = None
         try:
@@ -149,29 +159,22 @@ class WorkerRuntime:
         dealer = self.ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.IDENTITY, self.identity)
         dealer.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-        dealer.setsockopt(zmq.LINGER, 2000)
+        dealer.setsockopt(zmq.LINGER, 0)
         dealer.connect(self.endpoint)
-        inbox = self.ctx.socket(zmq.PULL)
-        inbox.bind(_OUTBOX)
+        stop = self.ctx.socket(zmq.PAIR)
+        stop.bind(_STOP)
         self._io_ready.set()
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
-        poller.register(inbox, zmq.POLLIN)
+        poller.register(stop, zmq.POLLIN)
         beat = protocol.event(protocol.HEARTBEAT)
         last_heard = next_beat = time.monotonic()
         try:
             while True:
                 timeout = max(0.0, next_beat - time.monotonic())
                 ready = dict(poller.poll(timeout * 1000))
-                if inbox in ready:
-                    while True:
-                        try:
-                            frame = inbox.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        if frame == _LAST_FRAME:
-                            return
-                        dealer.send(frame)
+                if stop in ready:
+                    return
                 if dealer in ready:
                     last_heard = time.monotonic()
                     while True:
@@ -189,7 +192,7 @@ class WorkerRuntime:
                     os._exit(3)
         finally:
             dealer.close()
-            inbox.close(linger=0)
+            stop.close(linger=0)
 
     def _on_command(self, frame: bytes) -> None:
         try:

@@ -1,0 +1,166 @@
+"""Decode throughput, warm time to first token, worker footprint and batch
+throughput: corral against llama-cpp-python in this process, side by side,
+alternating, with the same model file, context, threads, prompts, greedy
+sampling and token counts.
+
+Baselines:
+- "high-level": llama-cpp-python's create_chat_completion with its default
+  settings (what a Python user writes), n_threads as corral's worker;
+- "low-level": corral's own llama.cpp backend driven in-process (the same
+  decode loop without any process, socket or supervisor: the ceiling).
+Each prompt is used once per side, so the prefix cache helps neither.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
+from corral.client import Client
+
+CTX = 2048
+THREADS = os.cpu_count() or 1
+
+
+def _prompts(n: int, tag: str) -> list[list[dict]]:
+    topics = ["a lighthouse", "a dragon", "the moon", "a library", "a river", "a robot", "a forest", "a city", "the sea", "a clock"]
+    return [
+        [{"role": "user", "content": f"Write a long, detailed story about {topics[i % len(topics)]} ({tag} {i})."}]
+        for i in range(n)
+    ]
+
+
+def _rate(stamps: list[float]) -> float:
+    """Tokens per second over the decode phase: after the first token."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else float("nan")
+
+
+class HighLevel:
+    def __init__(self) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+
+    def run(self, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
+        t0 = now()
+        stamps = []
+        for chunk in self.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, stream=True):
+            if chunk["choices"][0]["delta"].get("content"):
+                stamps.append(now())
+        return t0, stamps
+
+
+class LowLevel:
+    def __init__(self) -> None:
+        from corral.workers.backend import Sampling
+        from corral.workers.llama_cpp_backend import LlamaCppBackend
+
+        self.Sampling = Sampling
+        self.backend = LlamaCppBackend({"name": "bench", "path": smollm2_path(), "context_length": CTX, "threads": THREADS})
+        self.backend.load()
+
+    def run(self, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
+        from corral.workers.backend import Usage
+
+        t0 = now()
+        prompt, stop = self.backend.chat_prompt(messages)
+        stamps = [now() for _ in self.backend.stream(prompt, self.Sampling(max_tokens=max_tokens, temperature=0, stop=stop), Usage())]
+        return t0, stamps
+
+
+def _corral_run(client: Client, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
+    t0 = now()
+    stamps = [now() for _ in client.chat(SMOLLM2, messages, max_tokens=max_tokens, temperature=0)]
+    return t0, stamps
+
+
+def _rss(pid: int) -> int:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss
+
+
+def run(quick: bool) -> dict:
+    reps = 2 if quick else 5
+    tokens = 128 if quick else 256
+    figures: dict[str, float] = {}
+    with corral_home() as settings:
+        high, low = HighLevel(), LowLevel()
+        with Client(settings) as client:
+            client.load(SMOLLM2)
+            for side in (lambda m, n: _corral_run(client, m, n), high.run, low.run):  # warm every side once
+                side(_prompts(1, "warm")[0], 8)
+            rates: dict[str, list[float]] = {"corral": [], "high": [], "low": []}
+            ttft: dict[str, list[float]] = {"corral": [], "high": [], "low": []}
+            counts: dict[str, list[int]] = {"corral": [], "high": [], "low": []}
+            sides = {"corral": lambda m, n: _corral_run(client, m, n), "high": high.run, "low": low.run}
+            for rep, messages in enumerate(_prompts(reps, "decode")):
+                # each side gets its own copy of the prompt, with its own tag, so no cache is shared
+                order = list(sides) if rep % 2 == 0 else list(reversed(sides))
+                for name in order:
+                    fresh = [{"role": "user", "content": messages[0]["content"] + f" [{name}]"}]
+                    t0, stamps = sides[name](fresh, tokens)
+                    rates[name].append(_rate(stamps))
+                    ttft[name].append((stamps[0] - t0) * 1000)
+                    counts[name].append(len(stamps))
+            figures["decode_tok_s_corral"] = median(rates["corral"])
+            figures["decode_tok_s_inprocess_highlevel"] = median(rates["high"])
+            figures["decode_tok_s_inprocess_lowlevel"] = median(rates["low"])
+            figures["decode_ratio"] = figures["decode_tok_s_corral"] / figures["decode_tok_s_inprocess_highlevel"]
+            figures["decode_ratio_vs_lowlevel"] = figures["decode_tok_s_corral"] / figures["decode_tok_s_inprocess_lowlevel"]
+            figures["decode_tokens_median"] = median([float(c) for c in counts["corral"]])
+            figures["ttft_ms_corral"] = median(ttft["corral"])
+            figures["ttft_ms_inprocess_lowlevel"] = median(ttft["low"])
+            figures["ttft_ms_inprocess_highlevel"] = median(ttft["high"])
+            figures["ttft_overhead_ms"] = median([c - l for c, l in zip(ttft["corral"], ttft["low"])])
+            # Footprint: the worker against this process's own in-process model.
+            import psutil
+
+            worker_pid = client.ps()[0]["pid"]
+            figures["worker_rss_mb"] = _rss(worker_pid) / 2**20
+            del high
+            figures["inprocess_rss_mb"] = psutil.Process().memory_info().rss / 2**20
+            figures["worker_rss_overhead_mb"] = figures["worker_rss_mb"] - _baseline_rss_mb()
+            figures.update(_batch(client, low, 8 if quick else 32, 32 if quick else 64))
+    return figures
+
+
+def _baseline_rss_mb() -> float:
+    """RSS of a fresh process holding the same model in-process after the
+    same kind of generation: what corral's worker is compared with."""
+    import subprocess
+    import sys
+
+    code = (
+        "import psutil, sys; from llama_cpp import Llama; "
+        f"llm = Llama(model_path={smollm2_path()!r}, n_ctx={CTX}, n_threads={THREADS}, verbose=False); "
+        "list(llm.create_chat_completion([{'role': 'user', 'content': 'Hi'}], max_tokens=16, stream=True)); "
+        "print(psutil.Process().memory_info().rss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 2**20
+
+
+def _batch(client: Client, low: LowLevel, n: int, tokens: int) -> dict:
+    """n prompts through Client.batch, against a loop over in-process
+    llama-cpp-python (high-level, as a user would write it)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    prompts = _prompts(n, "batch")
+    t0 = now()
+    out = list(client.batch(SMOLLM2, [{"messages": p} for p in prompts], concurrency=4, max_tokens=tokens, temperature=0))
+    corral_s = now() - t0
+    corral_tokens = sum(r.usage.get("completion_tokens", 0) for r in out)
+    t0 = now()
+    inproc_tokens = 0
+    for p in prompts:
+        result = llm.create_chat_completion([{"role": "user", "content": p[0]["content"] + " "}], max_tokens=tokens, temperature=0)
+        inproc_tokens += result["usage"]["completion_tokens"]
+    inproc_s = now() - t0
+    return {
+        "batch_tok_s_corral": corral_tokens / corral_s,
+        "batch_tok_s_inprocess": inproc_tokens / inproc_s,
+        "batch_ratio": (corral_tokens / corral_s) / (inproc_tokens / inproc_s),
+    }
