@@ -42,8 +42,13 @@ log = get_logger()
 STARTUP_GRACE_S = 60.0
 # Frames read from one socket per loop turn, so that neither side starves.
 BATCH = 256
+# Rounds of reading both sockets after one poll, while frames keep coming.
+DRAIN_ROUNDS = 16
 # Requests sent ahead to a worker: the one generating and the next.
 PIPELINE_DEPTH = 2
+# Plain ints: combining pyzmq's enum flags costs more than the send itself.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE) | _NOBLOCK
 # A model whose worker fails this often within the window is not restarted
 # until the back-off has passed: no respawn storm.
 CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S = 3, 60.0, 60.0
@@ -122,10 +127,12 @@ class Supervisor:
         try:
             while self.running:
                 ready = dict(self.poller.poll(self._poll_timeout_ms()))
-                if self.front in ready:
-                    self._drain(self.front, self._on_client)
-                if self.back in ready:
-                    self._drain(self.back, self._on_worker)
+                if self.front in ready or self.back in ready:
+                    # While frames keep coming, read on without polling: a
+                    # failed non-blocking read costs less than a poll.
+                    for _ in range(DRAIN_ROUNDS):
+                        if not (self._drain(self.front, self._on_client) + self._drain(self.back, self._on_worker)):
+                            break
                 for fd, slot in list(self.by_pidfd.items()):
                     if fd in ready:
                         self._on_worker_exit(slot)
@@ -159,16 +166,18 @@ class Supervisor:
         if self._signalled and not self.shutdown_requests:
             self._begin_shutdown()
 
-    def _drain(self, sock: zmq.Socket, handle: Callable[[bytes, bytes], None]) -> None:
-        for _ in range(BATCH):
+    def _drain(self, sock: zmq.Socket, handle: Callable[[bytes, bytes], None]) -> int:
+        """Handle up to BATCH waiting messages; returns how many there were."""
+        for n in range(BATCH):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                return
+                return n
             if len(parts) != 2:
                 log.warning("dropped frame with unexpected parts", parts=len(parts))
                 continue
             handle(parts[0], parts[1])
+        return BATCH
 
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
@@ -213,7 +222,8 @@ class Supervisor:
 
     def _reply(self, client: bytes, frame: bytes) -> bool:
         try:
-            self.front.send_multipart([client, frame], zmq.NOBLOCK)
+            self.front.send(client, _MORE)
+            self.front.send(frame, _NOBLOCK)
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the client went away
             log.info("client unreachable", error=str(exc))
@@ -227,9 +237,13 @@ class Supervisor:
         self.requests.pop(req.rid, None)
         self.by_client.pop((req.client, req.id), None)
 
-    def _send_worker(self, slot: ModelSlot, frame: bytes) -> None:
+    def _send_worker(self, slot: ModelSlot, frame: bytes, *, data: bool = False) -> None:
+        """To the worker's control socket (heartbeats, cancel), or with
+        ``data`` to the socket its main thread reads work from."""
+        identity = slot.worker.identity + protocol.WORKER_DATA_SUFFIX if data else slot.worker.identity
         try:
-            self.back.send_multipart([slot.worker.identity, frame], zmq.NOBLOCK)
+            self.back.send(identity, _MORE)
+            self.back.send(frame, _NOBLOCK)
         except zmq.ZMQError:
             pass  # not connected yet, or gone: its pidfd tells the rest
 
@@ -356,7 +370,8 @@ class Supervisor:
     def _schedule(self) -> None:
         """Give waiting models a worker when there is room, make room when
         there is not, and start the next request on every idle worker."""
-        waiting = sorted((s for s in self.slots.values() if s.wants_worker), key=lambda s: s.first_arrival())
+        waiting = [s for s in self.slots.values() if s.wants_worker]
+        waiting.sort(key=lambda s: s.first_arrival())
         for slot in waiting:
             admission = policy.admit(slot, self.slots.values(), self.settings.max_loaded_models, self._budget())
             if admission.refuse:
@@ -412,7 +427,8 @@ class Supervisor:
             slot.state = State.BUSY
             slot.expires_at = None
             fields = {"prompt": req.msg["prompt"]} if req.op == protocol.GENERATE else {"messages": req.msg["messages"]}
-            self._send_worker(slot, protocol.command(req.op, rid=req.rid, id=req.id, options=req.msg.get("options", {}), **fields))
+            command = protocol.command(req.op, rid=req.rid, id=req.id, options=req.msg.get("options", {}), **fields)
+            self._send_worker(slot, command, data=True)
 
     def _spawn(self, slot: ModelSlot) -> None:
         identity = f"w{os.getpid()}-{self.next_worker}".encode()
@@ -434,7 +450,8 @@ class Supervisor:
         if slot.worker is None or slot.state == State.STOPPING:
             return
         slot.state = State.STOPPING
-        self._send_worker(slot, protocol.command(protocol.SHUTDOWN))
+        # After the work already sent, on the same socket: it ends the worker's loop.
+        self._send_worker(slot, protocol.command(protocol.SHUTDOWN), data=True)
         slot.worker.begin_stop(time.monotonic(), self.settings.stop_timeout)
 
     def _unload(self, slot: ModelSlot, why: str) -> None:
@@ -478,7 +495,7 @@ class Supervisor:
             if slot.state == State.LOADING:
                 slot.load_error = msg.get("message")  # the worker exits next; its pidfd ends the load
             elif msg["rid"] in slot.running:
-                self._finish(slot, msg)
+                self._finish(slot, msg, frame)
 
     def _on_ready(self, slot: ModelSlot, msg: dict) -> None:
         if slot.state != State.LOADING:
@@ -497,15 +514,14 @@ class Supervisor:
     def _load_done(self, req: Request, slot: ModelSlot) -> bytes:
         return protocol.event(protocol.DONE, id=req.id, model=slot.name, pid=slot.worker.pid, load_ms=slot.info.get("load_ms") if req.caused_load else 0.0)
 
-    def _finish(self, slot: ModelSlot, msg: dict) -> None:
+    def _finish(self, slot: ModelSlot, msg: dict, frame: bytes) -> None:
         req = slot.running.pop(msg["rid"])
-        out = {k: v for k, v in msg.items() if k not in ("v", "rid")}
-        out["id"] = req.id
-        if msg["ev"] == protocol.DONE:
-            out["model"] = slot.name
-            out["load_ms"] = slot.info.get("load_ms", 0.0) if req.caused_load else 0.0
+        if msg["ev"] == protocol.DONE and req.caused_load:
+            # The one reply that says more than the worker knew.
+            out = {k: v for k, v in msg.items() if k != "v"}
+            frame = protocol.encode({**out, "load_ms": slot.info.get("load_ms", 0.0)})
         self._forget(req)
-        self._reply(req.client, protocol.encode(out))
+        self._reply(req.client, frame)  # it carries the client's id already
         now = time.monotonic()
         slot.served += 1
         slot.last_used = now

@@ -1,19 +1,19 @@
 """The process wrapper around a backend: sockets, heartbeats, cancel, stats.
 
 Two threads, each with its own DEALER socket to the supervisor (a ZeroMQ
-socket must stay in one thread). The I/O thread receives commands, beats
-every interval and notices a silent supervisor; it never waits on the
-model, so a long prompt evaluation (llama.cpp releases the GIL) never looks
-like a hang. The main thread loads the model, runs one generation at a time
-and streams its frames on the data socket (identity + ``/data``) straight
-to the supervisor: no hop through the I/O thread per token, which on a
-2-core machine would take CPU from the decoding threads.
+socket must stay in one thread). The I/O thread's control socket gets
+heartbeats and cancels, beats every interval and notices a silent
+supervisor; it never waits on the model, so a long prompt evaluation
+(llama.cpp releases the GIL) never looks like a hang. The main thread's
+data socket (identity + ``/data``) receives the work itself (generate,
+chat, shutdown, in order) and streams the replies straight back: no hop
+between threads per request or per token, which on a 2-core machine would
+take CPU from the decoding threads.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from typing import Any
@@ -47,7 +47,6 @@ class WorkerRuntime:
         self.heartbeat_interval = heartbeat_interval
         self.silence_limit = heartbeat_interval * heartbeat_liveness
         self.ctx = zmq.Context()
-        self.jobs: queue.SimpleQueue[dict | None] = queue.SimpleQueue()
         # rids to stop; set.add and `in` are atomic under the GIL
         self.cancelled: set[int] = set()
         self._io_ready = threading.Event()
@@ -86,8 +85,17 @@ class WorkerRuntime:
         load_ms = (time.monotonic() - started) * 1000
         log.info("model loaded", load_ms=round(load_ms, 1), **info)
         self._send(protocol.event(protocol.READY, pid=os.getpid(), load_ms=load_ms, **info))
-        while (job := self.jobs.get()) is not None:
-            self._generate(job)
+        while True:
+            frame = self._data.recv()
+            try:
+                job = protocol.parse_worker_command(frame)
+            except BadRequest as exc:
+                log.warning("dropped bad command", error=exc.message)
+                continue
+            if job["op"] == protocol.SHUTDOWN:
+                break
+            if job["op"] in (protocol.GENERATE, protocol.CHAT):
+                self._generate(job)
         self.backend.close()
         log.info("worker stopping")
         return 0
@@ -200,11 +208,5 @@ class WorkerRuntime:
         except BadRequest as exc:
             log.warning("dropped bad command", error=exc.message)
             return
-        op = cmd["op"]
-        if op in (protocol.GENERATE, protocol.CHAT):
-            self.jobs.put(cmd)
-        elif op == protocol.CANCEL:
+        if cmd["op"] == protocol.CANCEL:
             self.cancelled.add(cmd["rid"])
-        elif op == protocol.SHUTDOWN:
-            log.info("shutdown requested")
-            self.jobs.put(None)
