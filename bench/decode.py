@@ -8,7 +8,8 @@ Baselines:
   settings (what a Python user writes), n_threads as corral's worker;
 - "low-level": corral's own llama.cpp backend driven in-process (the same
   decode loop without any process, socket or supervisor: the ceiling).
-Each prompt is used once per side, so the prefix cache helps neither.
+Each side gets the same fresh prompt once; each has its own KV cache, so
+the shared prefix of the prompts helps every side alike.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _rss(pid: int) -> int:
 
 
 def run(quick: bool) -> dict:
-    reps = 2 if quick else 5
+    reps = 2 if quick else 7
     tokens = 128 if quick else 256
     figures: dict[str, float] = {}
     with corral_home() as settings:
@@ -96,11 +97,9 @@ def run(quick: bool) -> dict:
             counts: dict[str, list[int]] = {"corral": [], "high": [], "low": []}
             sides = {"corral": lambda m, n: _corral_run(client, m, n), "high": high.run, "low": low.run}
             for rep, messages in enumerate(_prompts(reps, "decode")):
-                # each side gets its own copy of the prompt, with its own tag, so no cache is shared
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for name in order:
-                    fresh = [{"role": "user", "content": messages[0]["content"] + f" [{name}]"}]
-                    t0, stamps = sides[name](fresh, tokens)
+                    t0, stamps = sides[name](messages, tokens)
                     rates[name].append(_rate(stamps))
                     ttft[name].append((stamps[0] - t0) * 1000)
                     counts[name].append(len(stamps))

@@ -40,6 +40,7 @@ class ModelSpec:
     model_type: str | None = None
     chat_template: str | None = None
     stop: tuple[str, ...] = ()
+    threads: int | None = None  # engine threads; None: the backend's default
     description: str = ""
     source: str = ""  # where the entry came from, for `list` and `inspect`
     extra: dict = field(default_factory=dict, compare=False)
@@ -53,6 +54,7 @@ class ModelSpec:
             "model_type": self.model_type,
             "chat_template": self.chat_template,
             "stop": list(self.stop),
+            "threads": self.threads,
         }
 
 
@@ -148,6 +150,7 @@ def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
         model_type=entry.get("model_type"),
         chat_template=entry.get("chat_template"),
         stop=tuple(entry.get("stop", ())),
+        threads=int(entry["threads"]) if entry.get("threads") else None,
         description=entry.get("description", ""),
         source=source,
     )
