@@ -21,6 +21,7 @@ from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
 from corral.client import Client
 
 CTX = 2048
+SETTLE_S = 0.3
 THREADS = os.cpu_count() or 1
 
 
@@ -99,6 +100,9 @@ def run(quick: bool) -> dict:
             for rep, messages in enumerate(_prompts(reps, "decode")):
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for name in order:
+                    # llama.cpp's threads spin a while after a generation; let
+                    # the previous side's go idle so that it slows no one.
+                    time.sleep(SETTLE_S)
                     t0, stamps = sides[name](messages, tokens)
                     rates[name].append(_rate(stamps))
                     ttft[name].append((stamps[0] - t0) * 1000)
@@ -148,10 +152,12 @@ def _batch(client: Client, low: LowLevel, n: int, tokens: int) -> dict:
 
     llm = Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     prompts = _prompts(n, "batch")
+    time.sleep(SETTLE_S)
     t0 = now()
     out = list(client.batch(SMOLLM2, [{"messages": p} for p in prompts], concurrency=4, max_tokens=tokens, temperature=0))
     corral_s = now() - t0
     corral_tokens = sum(r.usage.get("completion_tokens", 0) for r in out)
+    time.sleep(SETTLE_S)
     t0 = now()
     inproc_tokens = 0
     for p in prompts:

@@ -43,8 +43,16 @@ def _first_byte(args: list[str], env: dict | None = None) -> float:
     return elapsed
 
 
+def corral_command() -> str:
+    """The installed `corral` script of this interpreter's environment."""
+    found = shutil.which("corral", path=os.path.dirname(sys.executable)) or shutil.which("corral")
+    if not found:
+        raise SystemExit("bench: the `corral` command is not installed; pip install . first")
+    return found
+
+
 def cold_start(reps: int) -> dict:
-    corral = shutil.which("corral")
+    corral = corral_command()
     code = _INPROCESS.format(threads=os.cpu_count() or 1)
     ours, theirs = [], []
     for rep in range(reps):

@@ -63,10 +63,12 @@ class Response(ResponseState):
 
 
 class Client:
-    def __init__(self, settings: Settings | None = None, *, autostart: bool = True):
+    def __init__(self, settings: Settings | None = None, *, autostart: bool = True, preload: dict | None = None):
+        """``preload``: model fields (as for :meth:`load`) of a model that a
+        supervisor started now should begin loading at once."""
         self.settings = settings or load_settings()
         if autostart:
-            ensure_supervisor(self.settings)
+            ensure_supervisor(self.settings, preload=model_fields(**preload) if preload else None)
         elif supervisor_pid(self.settings) is None:
             raise SupervisorUnreachable(
                 f"no corral supervisor is running for {self.settings.home}; start one with `corral serve`"

@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator, Iterable
 import zmq
 import zmq.asyncio
 
+from corral.client.connection import monitor_event
 from corral.client.launch import ensure_supervisor
 from corral.client.requests import (
     BatchItem,
@@ -117,9 +118,7 @@ class AsyncClient:
         while True:
             for sock, _ in await poller.poll():
                 if sock is self._monitor:
-                    from zmq.utils.monitor import parse_monitor_message
-
-                    event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
+                    event = monitor_event(await self._monitor.recv_multipart())
                     if event == zmq.EVENT_CONNECTED:
                         connected = True
                     elif event == zmq.EVENT_DISCONNECTED and connected:

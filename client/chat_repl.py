@@ -101,7 +101,12 @@ def chat_loop(
             click.echo(f"Unknown command {command!r}. Type /? for help.")
             continue
         messages.append({"role": "user", "content": text})
-        response = client.chat(model, messages, **sampling)
+        try:
+            response = client.chat(model, messages, **sampling)
+        except KeyboardInterrupt:  # before the request was on its way
+            messages.pop()
+            click.echo(styled("\n[stopped]", dim=True))
+            continue
         try:
             answer = stream_answer(response, styled)
         except RECOVERABLE as exc:

@@ -35,8 +35,8 @@ class Context:
     def styled(self, text: str, **style: Any) -> str:
         return click.style(text, **style) if self.color else text
 
-    def client(self, autostart: bool = True) -> Client:
-        return Client(load_settings(), autostart=autostart)
+    def client(self, autostart: bool = True, preload: dict | None = None) -> Client:
+        return Client(load_settings(), autostart=autostart, preload=preload)
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
@@ -158,10 +158,15 @@ def _split_options(opts: dict[str, Any]) -> tuple[dict[str, Any], str | None, bo
     return sampling, opts.get("system"), opts.get("verbose", False)
 
 
+def _preload(model: str, sampling: dict[str, Any]) -> dict[str, Any]:
+    """What a supervisor started by this command should load right away."""
+    return {"model": model, **{k: sampling[k] for k in ("keep_alive", "ignore_memory_check", "model_type")}}
+
+
 def _answer_once(ctx: Context, model: str, text: str, opts: dict[str, Any]) -> None:
     sampling, system, verbose = _split_options(opts)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    with ctx.client() as client:
+    with ctx.client(preload=_preload(model, sampling)) as client:
         response = client.chat(model, messages, **sampling)
         try:
             for piece in response:
@@ -180,7 +185,7 @@ def _chat(ctx: Context, model: str, opts: dict[str, Any]) -> None:
     from corral.client.chat_repl import chat_loop
 
     sampling, system, verbose = _split_options(opts)
-    with ctx.client() as client:
+    with ctx.client(preload=_preload(model, sampling)) as client:
         client.load(
             model,
             keep_alive=sampling["keep_alive"],
@@ -399,10 +404,20 @@ def stop(ctx: Context) -> None:
         return
     with ctx.client(autostart=False) as client:
         client.shutdown()
-    # The reply comes just before the process ends; wait until it has.
+    # The reply comes just before the process ends; wait until it has (a
+    # zombie has ended: it only waits for its parent to collect it).
+    import psutil
+
     deadline = time.monotonic() + 10
-    while supervisor_pid(settings) is not None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        if time.monotonic() > deadline:
+            raise CorralError(f"the corral supervisor (pid {pid}) is still running 10 s after it was told to stop")
+        time.sleep(0.01)
     click.echo(f"Stopped the corral supervisor (pid {pid}).")
 
 

@@ -7,11 +7,11 @@ died, instead of waiting forever.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import Any, Iterable
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from corral.configs.settings import Settings
 from corral.supervisor import protocol
@@ -19,6 +19,13 @@ from corral.supervisor.errors import BadRequest, SupervisorUnreachable
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
+
+
+def monitor_event(frames: list[bytes]) -> int:
+    """The event number of a socket-monitor message (first frame: uint16
+    event, int32 value). Read here because pyzmq's helper module imports
+    asyncio, which would cost every command ~30 ms at start."""
+    return struct.unpack_from("=H", frames[0])[0]
 
 
 class Connection:
@@ -113,12 +120,12 @@ class Connection:
     def _on_monitor(self) -> None:
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = monitor_event(self.monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_CONNECTED:
+            if event == zmq.EVENT_CONNECTED:
                 self.connected = True
-            elif event["event"] == zmq.EVENT_DISCONNECTED and self.connected:
+            elif event == zmq.EVENT_DISCONNECTED and self.connected:
                 self.connected = False
                 self.epoch += 1
 

@@ -9,6 +9,7 @@ first starts it, the others find it running.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -60,8 +61,13 @@ def _log_tail(path: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S) -> int:
-    """The running supervisor's pid, starting one (detached) if needed."""
+def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S, preload: dict | None = None) -> int:
+    """The running supervisor's pid, starting one (detached) if needed.
+
+    ``preload`` (the model fields of a load request) lets a new supervisor
+    start that model's worker at once, while this client is still getting
+    ready to ask for it: a cold `corral run` overlaps the two starts.
+    """
     pid = supervisor_pid(settings)
     if pid is not None:
         return pid
@@ -71,15 +77,15 @@ def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S) -> i
         pid = supervisor_pid(settings)
         if pid is not None:
             return pid  # another client won the race
-        return _start(settings, timeout)
+        return _start(settings, timeout, preload)
 
 
-def _start(settings: Settings, timeout: float) -> int:
+def _start(settings: Settings, timeout: float, preload: dict | None = None) -> int:
     log_path = settings.supervisor_log
     log.debug("starting supervisor", home=str(settings.home), log=str(log_path))
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.supervisor"],
+            [sys.executable, "-m", "corral.supervisor", *(["--preload", json.dumps(preload)] if preload else [])],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

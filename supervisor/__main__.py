@@ -4,7 +4,9 @@ starts in the background) and ``corral serve`` (the same, in the foreground).
 
 from __future__ import annotations
 
+import argparse
 import fcntl
+import json
 import os
 import sys
 
@@ -39,7 +41,7 @@ def hold_pid_lock(settings: Settings) -> int:
     return fd
 
 
-def serve(settings: Settings, log_level: str = "info") -> None:
+def serve(settings: Settings, log_level: str = "info", preload: dict | None = None) -> None:
     # Imported late: `corral --help` must not pay for zmq and psutil.
     from corral.supervisor.server import Supervisor
 
@@ -47,17 +49,22 @@ def serve(settings: Settings, log_level: str = "info") -> None:
     lock_fd = hold_pid_lock(settings)
     supervisor = Supervisor(settings, log_level=log_level)
     supervisor.install_signal_handlers()
+    if preload:
+        supervisor.preload(preload)
     try:
         supervisor.run()
     finally:
         os.close(lock_fd)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corral.supervisor")
+    parser.add_argument("--preload", type=json.loads, help="model fields (JSON) of a model to start loading at once")
+    args = parser.parse_args(argv)
     log_level = os.environ.get("CORRAL_LOG_LEVEL", "info")
     configure_logging(log_level, process="supervisor")
     try:
-        serve(load_settings(), log_level)
+        serve(load_settings(), log_level, args.preload)
     except CorralError as exc:
         get_logger().error("supervisor cannot start", error=exc.message)
         print(f"Error: {exc.message}", file=sys.stderr)

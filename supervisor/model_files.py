@@ -55,6 +55,8 @@ class _Reader:
         return bytes(raw).decode("utf-8", errors="replace")
 
 
+_U64 = struct.Struct("<Q")
+
 # GGUF value types -> struct format (8: string, 9: array are special)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
@@ -68,6 +70,11 @@ def _value(r: _Reader, vtype: int) -> Any:
         item_type, count = r.take("I"), r.take("Q")
         if item_type in _SCALARS:  # skip a numeric array in one step
             r.pos += struct.calcsize("<" + _SCALARS[item_type]) * count
+        elif item_type == 8:  # skip strings (the vocabulary, the merges) in a tight loop
+            buf, pos, length = r.buf, r.pos, _U64.unpack_from
+            for _ in range(count):
+                pos += 8 + length(buf, pos)[0]
+            r.pos = pos
         else:
             for _ in range(count):
                 _value(r, item_type)

@@ -287,7 +287,8 @@ class Supervisor:
                 raise Busy(f"{slot.name} has {len(slot.queue)} requests waiting; try again later")
             slot.queue.append(req)
         self.next_rid += 1
-        self.requests_total += 1
+        if client:  # a preload is no client's request
+            self.requests_total += 1
         self.requests[req.rid] = req
         self.by_client[(client, req.id)] = req.rid
         self._schedule()
@@ -299,6 +300,16 @@ class Supervisor:
                 f"{name} failed {CRASH_LIMIT} times within {CRASH_WINDOW_S:.0f} s; corral will not restart it "
                 f"for another {left:.0f} s (see `corral logs {name}`)"
             )
+
+    def preload(self, fields: dict) -> None:
+        """Start loading a model before any client asks: a load request with
+        nobody to answer. A problem is only logged; the client that asked
+        for the preload hears about it when it sends its own request."""
+        try:
+            protocol.parse_client_request(protocol.request(protocol.LOAD, 0, **fields))
+            self._on_model_request(b"", {"id": 0, "op": protocol.LOAD, **fields})
+        except CorralError as exc:
+            log.info("preload refused", model=fields.get("model"), error=exc.message)
 
     def _on_unload(self, client: bytes, msg: dict) -> None:
         if msg.get("all"):

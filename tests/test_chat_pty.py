@@ -47,6 +47,7 @@ def test_ctrl_c_stops_the_answer_not_the_chat():
     child = spawn("run", SMOLLM2, "--temperature", "0.7")
     child.expect_exact("> ")
     child.sendline("Write a very long story about a dragon who learns to bake bread, in ten chapters.")
+    child.expect_exact("chapters.\r\n")  # the terminal's echo of the line
     child.expect(r"\w+ \w+ \w+ \w+")  # the answer is streaming
     pressed = time.monotonic()
     child.sendcontrol("c")
