@@ -41,6 +41,7 @@ class ModelSpec:
     chat_template: str | None = None
     stop: tuple[str, ...] = ()
     threads: int | None = None  # engine threads; None: the backend's default
+    replicas: int | None = None  # workers for this model; None: the setting
     description: str = ""
     source: str = ""  # where the entry came from, for `list` and `inspect`
     extra: dict = field(default_factory=dict, compare=False)
@@ -151,6 +152,7 @@ def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
         chat_template=entry.get("chat_template"),
         stop=tuple(entry.get("stop", ())),
         threads=int(entry["threads"]) if entry.get("threads") else None,
+        replicas=int(entry["replicas"]) if entry.get("replicas") else None,
         description=entry.get("description", ""),
         source=source,
     )

@@ -60,6 +60,7 @@ class Settings:
     max_loaded_models: int
     memory_budget: int | None  # None: the machine's available memory
     max_queue: int
+    replicas: int
     heartbeat_interval: float
     heartbeat_liveness: int
     stop_timeout: float
@@ -152,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_loaded_models=integer("max_loaded_models", 1),
         memory_budget=None if str(budget).lower() == "auto" else parse_size(budget, "memory_budget"),
         max_queue=integer("max_queue", 0),
+        replicas=integer("replicas", 1),
         heartbeat_interval=parse_duration(raw["heartbeat_interval"], "heartbeat_interval") or 1.0,
         heartbeat_liveness=integer("heartbeat_liveness", 2),
         stop_timeout=parse_duration(raw["stop_timeout"], "stop_timeout") or 0.5,

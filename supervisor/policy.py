@@ -35,7 +35,8 @@ def admit(target: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int, budget
     staying = [s for s in others if s.state != State.STOPPING]
 
     def fits(loaded: list[ModelSlot]) -> bool:
-        if len(loaded) >= max_loaded:
+        # The limit counts models: a model's replicas are one of them.
+        if len({s.group for s in loaded} - {target.group}) >= max_loaded:
             return False
         return budget is None or sum(s.held_bytes for s in loaded) + target.need_bytes <= budget
 
@@ -43,7 +44,7 @@ def admit(target: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int, budget
         return Admission(spawn=True)
     if fits(staying):
         return Admission(spawn=False)
-    candidates = [s for s in staying if s.state == State.READY and not s.running]
+    candidates = [s for s in staying if s.state == State.READY and not s.running and s.group != target.group]
     candidates.sort(key=lambda s: (bool(s.queue), s.last_used))
     victims: list[ModelSlot] = []
     for victim in candidates:
@@ -90,10 +91,10 @@ def should_yield(slot: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int) -
     """Hold back ``slot``'s next request while another model has waited
     longer for room: a steady stream for one model must not starve another."""
     slots = list(slots)
-    if not slot.queue or sum(1 for s in slots if s.has_worker) < max_loaded:
+    if not slot.queue or len({s.group for s in slots if s.has_worker}) < max_loaded:
         return False
     nxt = slot.queue.peek().arrived
-    return any(s is not slot and s.wants_worker and s.first_arrival() < nxt for s in slots)
+    return any(s.group != slot.group and s.wants_worker and s.first_arrival() < nxt for s in slots)
 
 
 def expiry(keep_alive: float | None, now: float) -> float | None:

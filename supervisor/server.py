@@ -8,6 +8,7 @@ or ``error``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -44,8 +45,12 @@ STARTUP_GRACE_S = 60.0
 BATCH = 256
 # Rounds of reading both sockets after one poll, while frames keep coming.
 DRAIN_ROUNDS = 16
-# Requests sent ahead to a worker: the one generating and the next.
+# Requests sent ahead to a worker: the one generating and the next, so the
+# worker never idles between short requests. Only behind a request of at
+# most PIPELINE_MAX_TOKENS tokens: behind a long answer, a newcomer from
+# another client must wait for the running request alone.
 PIPELINE_DEPTH = 2
+PIPELINE_MAX_TOKENS = 16
 # Plain ints: combining pyzmq's enum flags costs more than the send itself.
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE) | _NOBLOCK
@@ -58,6 +63,10 @@ GROWTH_LIMIT = 1.5
 # Under the automatic budget, "exceeded" means the machine is this close to
 # running out of memory.
 LOW_MEMORY_FRACTION = 0.02
+
+
+def _is_short(req: Request) -> bool:
+    return 0 < req.msg.get("options", {}).get("max_tokens", 0) <= PIPELINE_MAX_TOKENS
 
 
 def _bind(ctx: zmq.Context, path: os.PathLike) -> zmq.Socket:
@@ -272,9 +281,14 @@ class Supervisor:
             # Reading the header first refuses a corrupt file before anything
             # is evicted for it.
             estimate = estimate_memory(spec)
+            replicas = spec.replicas or self.settings.replicas
+            if replicas > 1 and not spec.threads:
+                # The replicas share the cores: one engine thread set each.
+                spec = dataclasses.replace(spec, threads=max(1, (os.cpu_count() or 1) // replicas))
             slot = self.slots[spec.name] = ModelSlot(spec=spec, keep_alive=self.settings.idle_timeout, estimate=estimate)
         if "keep_alive" in msg:
             slot.keep_alive = None if msg["keep_alive"] < 0 else float(msg["keep_alive"])
+        self._ensure_replicas(slot)
         req = Request(self.next_rid, client, msg["id"], msg["op"], msg, time.monotonic(), model=slot.name)
         req.caused_load = slot.state in (State.WAITING, State.LOADING)
         if msg["op"] == protocol.LOAD:
@@ -301,6 +315,30 @@ class Supervisor:
                 f"for another {left:.0f} s (see `corral logs {name}`)"
             )
 
+    def _ensure_replicas(self, primary: ModelSlot) -> None:
+        """A model with N replicas has N-1 more slots, ``model#2`` ...,
+        sharing its queue: each takes the next request when its worker is
+        free. They spawn when requests queue up and expire when idle."""
+        for i in range(2, (primary.spec.replicas or self.settings.replicas) + 1):
+            key = f"{primary.name}#{i}"
+            replica = self.slots.get(key)
+            if replica is None:
+                self.slots[key] = ModelSlot(
+                    spec=dataclasses.replace(primary.spec, name=key),
+                    group=primary.name,
+                    queue=primary.queue,
+                    keep_alive=primary.keep_alive,
+                    estimate=primary.estimate,
+                )
+            else:
+                replica.keep_alive = primary.keep_alive
+                if replica.queue is not primary.queue and not replica.queue and not replica.running:
+                    replica.queue = primary.queue  # the primary was made anew
+
+    def _group(self, model: str) -> list[ModelSlot]:
+        """A model's slots: its primary and its replicas."""
+        return [s for s in self.slots.values() if s.group == model]
+
     def preload(self, fields: dict) -> None:
         """Start loading a model before any client asks: a load request with
         nobody to answer. A problem is only logged; the client that asked
@@ -319,12 +357,13 @@ class Supervisor:
             if name not in self.slots:
                 # a path given relatively by the user was made absolute by the client
                 name = catalog.resolve(msg["model"], self.settings).name
-            targets = [self.slots[name]] if name in self.slots else []
+            targets = self._group(name)
         else:
             raise BadRequest("unload needs a model or all")
         for slot in targets:
             self._unload(slot, "unloaded")
-        self._reply(client, protocol.event(protocol.DONE, id=msg["id"], unloaded=[s.name for s in targets]))
+        unloaded = sorted({s.group for s in targets})
+        self._reply(client, protocol.event(protocol.DONE, id=msg["id"], unloaded=unloaded))
 
     def _on_ps(self, client: bytes, msg: dict) -> None:
         self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=[self._describe(s) for s in self.slots.values()]))
@@ -352,10 +391,11 @@ class Supervisor:
         req = self.requests.get(rid) if rid is not None else None
         if req is None:
             return  # already finished: its stream has ended anyway
+        for replica in self._group(req.model):
+            if req.rid in replica.running:
+                self._send_worker(replica, protocol.command(protocol.CANCEL, rid=req.rid))
+                return
         slot = self.slots.get(req.model)
-        if slot is not None and req.rid in slot.running:
-            self._send_worker(slot, protocol.command(protocol.CANCEL, rid=req.rid))
-            return
         # Not started yet: take it out of line and end its stream here.
         if slot is not None:
             if req in slot.queue:
@@ -395,8 +435,11 @@ class Supervisor:
                 self._stop(self.slots[name])
             if admission.spawn:
                 self._spawn(slot)
-        for slot in list(self.slots.values()):
-            self._pump(slot)
+        # First every idle worker takes one request, then each takes one more
+        # to hold ready: replicas sharing a queue all get work first.
+        for depth in (1, PIPELINE_DEPTH):
+            for slot in list(self.slots.values()):
+                self._pump(slot, depth)
 
     def _budget(self) -> int:
         """Memory for all models: the configured budget, or what the machine
@@ -429,8 +472,10 @@ class Supervisor:
             slot.kill_error = InsufficientMemory(message)
             slot.worker.kill(message)
 
-    def _pump(self, slot: ModelSlot) -> None:
-        while slot.state in (State.READY, State.BUSY) and len(slot.running) < PIPELINE_DEPTH and slot.queue:
+    def _pump(self, slot: ModelSlot, depth: int = PIPELINE_DEPTH) -> None:
+        while slot.state in (State.READY, State.BUSY) and len(slot.running) < depth and slot.queue:
+            if slot.running and not all(_is_short(r) for r in slot.running.values()):
+                return
             if policy.should_yield(slot, self.slots.values(), self.settings.max_loaded_models):
                 return
             req = slot.queue.popleft()
@@ -585,6 +630,7 @@ class Supervisor:
             expires = time.time() + (slot.expires_at - time.monotonic())
         return {
             "model": slot.name,
+            "replica_of": slot.group if slot.is_replica else None,
             "backend": slot.spec.backend,
             "path": slot.spec.path,
             "pid": worker.pid if worker else None,

@@ -108,6 +108,9 @@ class FairQueue:
 
 @dataclass(eq=False)
 class ModelSlot:
+    """One worker's place: a model's primary worker, or one of its replicas
+    (named ``model#2``, ``model#3``, ...), which share the primary's queue."""
+
     spec: ModelSpec
     state: State = State.WAITING
     worker: Any = None  # a WorkerProcess while there is one
@@ -129,6 +132,14 @@ class ModelSlot:
     # An error that replaces worker_crashed when the supervisor itself killed
     # the worker for a reason the user should hear (e.g. memory).
     kill_error: Any = None
+    group: str = ""  # the model's name, shared by its replicas
+
+    def __post_init__(self) -> None:
+        self.group = self.group or self.spec.name
+
+    @property
+    def is_replica(self) -> bool:
+        return self.group != self.spec.name
 
     @property
     def need_bytes(self) -> int:

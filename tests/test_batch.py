@@ -156,3 +156,18 @@ def test_torn_last_line_is_cut_on_resume(corral, tmp_path):
     result = corral("batch", SMOLLM2, "-i", str(tmp_path / "in.jsonl"), "-o", str(out))
     assert result.code == 0, result
     assert sorted(output_ids(out)) == sorted(ids)
+
+
+def test_replicas_share_a_models_queue(monkeypatch, tmp_path):
+    monkeypatch.setenv("CORRAL_REPLICAS", "2")
+    with Client() as client:
+        results = list(client.batch(SMOLLM2, [f"Count to {i}:" for i in range(8)], concurrency=4, max_tokens=8))
+        assert sorted(r.index for r in results) == list(range(8))
+        loaded = {m["model"]: m for m in client.ps()}
+        assert set(loaded) == {SMOLLM2, SMOLLM2 + "#2"}
+        assert loaded[SMOLLM2 + "#2"]["replica_of"] == SMOLLM2
+        assert loaded[SMOLLM2]["pid"] != loaded[SMOLLM2 + "#2"]["pid"]
+        assert all(m["served"] > 0 for m in loaded.values())  # both workers answered
+        assert sum(m["served"] for m in loaded.values()) == 8
+        assert client.unload(SMOLLM2) == [SMOLLM2]
+        wait_for(lambda: client.ps() == [], timeout=10)

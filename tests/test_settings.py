@@ -37,6 +37,7 @@ def test_defaults(tmp_path):
     assert s.max_loaded_models == 1
     assert s.memory_budget is None
     assert s.max_queue == 512
+    assert s.replicas == 1
     assert s.socket_path == tmp_path / "corral.sock"
 
 
