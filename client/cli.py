@@ -21,7 +21,7 @@ from corral.client.api import Client
 from corral.client.launch import supervisor_pid
 from corral.client import render
 from corral.configs.settings import format_size, load_settings
-from corral.supervisor.errors import CorralError, SupervisorUnreachable, UsageError
+from corral.supervisor.errors import CorralError, UsageError
 from corral.supervisor.logs import configure_logging, silence
 
 

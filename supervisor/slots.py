@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
