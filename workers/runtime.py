@@ -86,11 +86,8 @@ class WorkerRuntime:
         log.info("model loaded", load_ms=round(load_ms, 1), **info)
         self._send(protocol.event(protocol.READY, pid=os.getpid(), load_ms=load_ms, **info))
         while True:
-            frame = self._data.recv()
-            try:
-                job = protocol.parse_worker_command(frame)
-            except BadRequest as exc:
-                log.warning("dropped bad command", error=exc.message)
+            job = _command(self._data.recv())
+            if job is None:
                 continue
             if job["op"] == protocol.SHUTDOWN:
                 break
@@ -203,10 +200,15 @@ class WorkerRuntime:
             stop.close(linger=0)
 
     def _on_command(self, frame: bytes) -> None:
-        try:
-            cmd = protocol.parse_worker_command(frame)
-        except BadRequest as exc:
-            log.warning("dropped bad command", error=exc.message)
-            return
-        if cmd["op"] == protocol.CANCEL:
+        cmd = _command(frame)
+        if cmd is not None and cmd["op"] == protocol.CANCEL:
             self.cancelled.add(cmd["rid"])
+
+
+def _command(frame: bytes) -> dict[str, Any] | None:
+    """A command from the supervisor, or None (logged) if it is not one."""
+    try:
+        return protocol.parse_worker_command(frame)
+    except BadRequest as exc:
+        log.warning("dropped bad command", error=exc.message)
+        return None
