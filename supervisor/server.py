@@ -33,6 +33,7 @@ from corral.supervisor.errors import (
 )
 from corral.supervisor.logs import get_logger
 from corral.supervisor.memory import estimate_memory
+from corral.supervisor.reports import describe_slot, supervisor_facts
 from corral.supervisor.slots import ModelSlot, Request, State
 from corral.supervisor.worker_process import WorkerProcess
 
@@ -366,25 +367,11 @@ class Supervisor:
         self._reply(client, protocol.event(protocol.DONE, id=msg["id"], unloaded=unloaded))
 
     def _on_ps(self, client: bytes, msg: dict) -> None:
-        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=[self._describe(s) for s in self.slots.values()]))
+        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=[describe_slot(s) for s in self.slots.values()]))
 
     def _on_status(self, client: bytes, msg: dict) -> None:
-        budget = self.settings.memory_budget
-        result = {
-            "pid": os.getpid(),
-            "uptime_s": time.monotonic() - self.started,
-            "started_at": self.started_wall,
-            "socket": str(self.settings.socket_path),
-            "home": str(self.settings.home),
-            "memory_budget_bytes": budget if budget is not None else psutil.virtual_memory().available,
-            "memory_budget_auto": budget is None,
-            "max_loaded_models": self.settings.max_loaded_models,
-            "idle_timeout_s": self.settings.idle_timeout,
-            "max_queue": self.settings.max_queue,
-            "loaded_models": sum(1 for s in self.slots.values() if s.has_worker),
-            "requests_total": self.requests_total,
-        }
-        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=result))
+        facts = supervisor_facts(self.settings, self.started, self.started_wall, self.slots.values(), self.requests_total)
+        self._reply(client, protocol.event(protocol.RESULT, id=msg["id"], result=facts))
 
     def _on_cancel(self, client: bytes, msg: dict) -> None:
         rid = self.by_client.get((client, msg["id"]))
@@ -622,28 +609,6 @@ class Supervisor:
         if not slot.wants_worker:
             del self.slots[slot.name]
         self._schedule()
-
-    def _describe(self, slot: ModelSlot) -> dict:
-        worker = slot.worker
-        expires = None
-        if slot.expires_at is not None and slot.idle:
-            expires = time.time() + (slot.expires_at - time.monotonic())
-        return {
-            "model": slot.name,
-            "replica_of": slot.group if slot.is_replica else None,
-            "backend": slot.spec.backend,
-            "path": slot.spec.path,
-            "pid": worker.pid if worker else None,
-            "state": slot.state.value,
-            "rss_bytes": worker.rss_bytes() if worker else None,
-            "estimate_bytes": slot.need_bytes or None,
-            "context_length": slot.info.get("context_length", slot.spec.context_length),
-            "expires_at": expires,
-            "keep_alive_s": slot.keep_alive,
-            "queued": len(slot.queue),
-            "served": slot.served,
-            "load_ms": slot.info.get("load_ms"),
-        }
 
     def _close(self) -> None:
         for slot in self.slots.values():
