@@ -125,7 +125,7 @@ def run(quick: bool) -> dict:
             del high
             figures["inprocess_rss_mb"] = psutil.Process().memory_info().rss / 2**20
             figures["worker_rss_overhead_mb"] = figures["worker_rss_mb"] - _baseline_rss_mb()
-            figures.update(_batch(client, low, 8 if quick else 32, 32 if quick else 64))
+            figures.update(_batch(client, 8 if quick else 32, 32 if quick else 64))
     return figures
 
 
@@ -145,7 +145,7 @@ def _baseline_rss_mb() -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 2**20
 
 
-def _batch(client: Client, low: LowLevel, n: int, tokens: int) -> dict:
+def _batch(client: Client, n: int, tokens: int) -> dict:
     """n prompts through Client.batch, against a loop over in-process
     llama-cpp-python (high-level, as a user would write it)."""
     from llama_cpp import Llama

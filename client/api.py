@@ -103,7 +103,7 @@ class Client:
         return self._call(protocol.LOAD, **model_fields(model, **kwargs))
 
     def _stream(self, op: str, model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> Response:
-        fields = stream_request(op, model, payload, kwargs)
+        fields = stream_request(model, payload, kwargs)
         return Response(self.conn, self.conn.send(op, **fields), fields["model"])
 
     def batch(

@@ -175,7 +175,7 @@ class AsyncClient:
         return await self._stream(protocol.CHAT, model, {"messages": list(messages)}, kwargs)
 
     async def _stream(self, op: str, model: str, payload: dict, kwargs: dict) -> AsyncResponse:
-        fields = stream_request(op, model, payload, kwargs)
+        fields = stream_request(model, payload, kwargs)
         return AsyncResponse(self, await self._request(op, **fields), fields["model"])
 
     async def load(self, model: str, **kwargs: Any) -> dict:

@@ -45,7 +45,7 @@ def model_fields(
     return fields
 
 
-def stream_request(op: str, model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def stream_request(model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """All fields of a generate or chat request from a client call's arguments."""
     model_kwargs = {k: kwargs.pop(k) for k in ("keep_alive", "ignore_memory_check", "model_type") if k in kwargs}
     options = protocol.check_options({k: v for k, v in kwargs.items() if v is not None})
