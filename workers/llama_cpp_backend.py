@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from typing import Any, Iterator
@@ -20,14 +21,15 @@ class LlamaCppBackend(Backend):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         threads = self.spec.get("threads") or os.cpu_count() or 1
-        self.llm = Llama(
-            model_path=self.spec["path"],
-            n_ctx=self.spec["context_length"],
-            n_threads=threads,
-            n_threads_batch=threads,
-            # llama.cpp's own chatter would only fill the worker log.
-            verbose=False,
-        )
+        with _without_extra_buffers_on_amx():
+            self.llm = Llama(
+                model_path=self.spec["path"],
+                n_ctx=self.spec["context_length"],
+                n_threads=threads,
+                n_threads_batch=threads,
+                # llama.cpp's own chatter would only fill the worker log.
+                verbose=False,
+            )
         template = self.spec.get("chat_template") or self.llm.metadata.get("tokenizer.chat_template")
         self.formatter = None
         if template:
@@ -169,3 +171,39 @@ class LlamaCppBackend(Backend):
     def close(self) -> None:
         self.batch.close()
         self.llm.close()
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_int8" in line for line in f)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _without_extra_buffers_on_amx():
+    """llama.cpp's AMX matrix multiply segfaults on the first multi-token
+    batch on some Sapphire Rapids machines, this development machine among
+    them (ggml-org/llama.cpp#20824, still open). A natively built
+    llama-cpp-python uses AMX wherever the CPU has it, through the "extra
+    buffer types" (AMX, weight repacking), so those are turned off there.
+    CORRAL_LLAMA_EXTRA_BUFFERS=1 turns them back on."""
+    import llama_cpp
+    import llama_cpp.llama
+
+    if not cpu_has_amx() or os.environ.get("CORRAL_LLAMA_EXTRA_BUFFERS") == "1":
+        yield
+        return
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_cpp.llama.llama_cpp.llama_model_default_params = default
