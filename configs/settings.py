@@ -66,6 +66,12 @@ class Settings:
     stop_timeout: float
     enable_echo_backend: bool = False
     config_file: Path | None = None
+    models_dir: Path | None = None  # None: $CORRAL_HOME/models
+
+    @property
+    def models(self) -> Path:
+        """The model store (``CORRAL_MODELS``)."""
+        return self.models_dir or self.home / "models"
 
     @property
     def socket_path(self) -> Path:
@@ -159,4 +165,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stop_timeout=parse_duration(raw["stop_timeout"], "stop_timeout") or 0.5,
         enable_echo_backend=str(raw["enable_echo_backend"]).lower() in ("1", "true", "yes"),
         config_file=config_file,
+        models_dir=Path(raw["models"]).expanduser().absolute() if raw["models"] else None,
     )
