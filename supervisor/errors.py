@@ -88,6 +88,27 @@ class ShuttingDown(CorralError):
     exit_code = 6
 
 
+class RegistryError(CorralError):
+    """A registry (OCI or Hugging Face) refused or failed a pull or push."""
+
+    code = "registry_error"
+    exit_code = 1
+
+
+class BlobCorrupt(CorralError):
+    """Downloaded bytes do not match the digest that names them."""
+
+    code = "blob_corrupt"
+    exit_code = 1
+
+
+class ModelInUse(CorralError):
+    """A loaded model cannot be removed without --force."""
+
+    code = "model_in_use"
+    exit_code = 1
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -104,6 +125,9 @@ _BY_CODE = {
         Busy,
         Cancelled,
         ShuttingDown,
+        RegistryError,
+        BlobCorrupt,
+        ModelInUse,
     )
 }
 
