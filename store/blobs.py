@@ -1,0 +1,143 @@
+"""Verified, resumable, shared blob downloads.
+
+A blob is written to ``incoming/<hex>.partial``, hashed as it arrives, and
+renamed into ``blobs/`` only when its sha256 matches its name. An interrupted
+download (Ctrl-C, kill -9, a dropped connection) leaves the partial file; the
+next one hashes what is there and asks for the rest with a Range request. A
+lock file per digest (``flock``, so a killed holder releases it) makes two
+pulls of one blob, in two processes, download it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from typing import Iterator
+
+from corral.store.artifact import Descriptor
+from corral.store.layout import Store
+from corral.store.progress import Progress
+from corral.store.registry import RegistryClient
+from corral.supervisor.errors import BlobCorrupt, RegistryError
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
+
+CHUNK = 1024 * 1024
+
+
+@contextlib.contextmanager
+def blob_lock(store: Store, digest: str, progress: Progress) -> Iterator[None]:
+    """Held while one process writes the blob; others wait, then find it done."""
+    store.ensure()
+    with open(store.blob_lock_path(digest), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.status(f"waiting for another pull of {digest[7:19]}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _hash_file(path: str, hasher: "hashlib._Hash") -> int:
+    """Feed what a partial file holds to ``hasher``; return its length."""
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK * 4):
+            hasher.update(block)
+            n += len(block)
+    return n
+
+
+def _extend(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress, upto: int) -> "hashlib._Hash":
+    """Grow the partial file to ``upto`` bytes (resuming); return the hash of
+    its content. The caller holds the blob's lock."""
+    partial = store.partial_path(desc.digest)
+    hasher = hashlib.sha256()
+    have = _hash_file(str(partial), hasher) if partial.exists() else 0
+    if have > desc.size:  # longer than the blob can be: not worth keeping
+        os.unlink(partial)
+        hasher, have = hashlib.sha256(), 0
+    if have >= upto:
+        return hasher
+    progress.layer_started(desc.digest, desc.size, have)
+    end = None if upto >= desc.size else upto - 1
+    with client.open_blob(desc.digest, have, end) as response, open(partial, "ab") as out:
+        if response.status_code == 200 and have:
+            log.info("registry ignored the range; downloading from the start", digest=desc.digest, had=have)
+            out.truncate(0)
+            hasher, have = hashlib.sha256(), 0
+        if response.status_code != 416:
+            for chunk in response.iter_bytes(CHUNK):
+                if have + len(chunk) > desc.size:
+                    out.close()
+                    os.unlink(partial)
+                    raise BlobCorrupt(
+                        f"{client.ref.registry} sent more than the {desc.size} bytes of blob {desc.digest[:19]}; nothing was stored"
+                    )
+                out.write(chunk)
+                hasher.update(chunk)
+                have += len(chunk)
+                progress.advanced(desc.digest, len(chunk))
+                if end is not None and have >= upto:
+                    break
+        out.flush()
+        os.fsync(out.fileno())
+    if have < upto:
+        raise RegistryError(
+            f"the download of blob {desc.digest[:19]} from {client.ref.registry} ended at {have} of {desc.size} bytes; "
+            "run the same command again to resume"
+        )
+    return hasher
+
+
+def read_prefix(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress, nbytes: int) -> bytes:
+    """The first ``nbytes`` of a blob, fetched with a Range request into its
+    partial file, so the download that may follow starts after them."""
+    nbytes = min(nbytes, desc.size)
+    if store.has_blob(desc.digest):
+        with open(store.blob_path(desc.digest), "rb") as f:
+            return f.read(nbytes)
+    with blob_lock(store, desc.digest, progress):
+        if not store.has_blob(desc.digest):
+            # silent: the layer's bar starts with these bytes already counted
+            _extend(store, client, desc, Progress(), nbytes)
+            path = store.partial_path(desc.digest)
+        else:
+            path = store.blob_path(desc.digest)
+        with open(path, "rb") as f:
+            return f.read(nbytes)
+
+
+def fetch_blob(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress) -> bool:
+    """Make the blob present and verified; ``True`` if this call downloaded it."""
+    if store.has_blob(desc.digest):
+        progress.layer_done(desc.digest, desc.size, "present")
+        return False
+    with blob_lock(store, desc.digest, progress):
+        if store.has_blob(desc.digest):  # another pull finished it while we waited
+            progress.layer_done(desc.digest, desc.size, "present")
+            return False
+        hasher = _extend(store, client, desc, progress, desc.size)
+        partial = store.partial_path(desc.digest)
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != desc.digest:
+            os.unlink(partial)
+            raise BlobCorrupt(
+                f"{client.ref.registry} sent blob {desc.digest[:19]} whose bytes hash to {actual[:19]}: "
+                "the registry's copy is corrupt; nothing was stored"
+            )
+        commit_blob(store, str(partial), desc.digest)
+    progress.layer_done(desc.digest, desc.size, "downloaded")
+    return True
+
+
+def commit_blob(store: Store, verified_file: str, digest: str) -> None:
+    """Move a file whose sha256 was checked to be ``digest`` into ``blobs/``."""
+    os.chmod(verified_file, 0o644)
+    os.replace(verified_file, store.blob_path(digest))
+    with contextlib.suppress(OSError):
+        # Waiters re-check has_blob once they hold the lock, so the file can go.
+        os.unlink(store.blob_lock_path(digest))
