@@ -14,38 +14,36 @@ its stats are there once it has ended.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from corral.client.connection import Connection
 from corral.client.launch import ensure_supervisor, supervisor_pid
 from corral.client.requests import (
-    BatchItem,
     BatchResult,
+    BatchRun,
     ResponseState,
-    batch_items,
+    call_result,
     model_fields,
     model_ref,
-    should_retry,
     stream_request,
 )
 from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
-from corral.supervisor.errors import CorralError, SupervisorUnreachable, error_for_code
+from corral.supervisor.errors import CorralError, SupervisorUnreachable
 
 
 class Response(ResponseState):
     """One streamed answer. Iterate for text pieces; ``text()`` drains."""
 
-    def __init__(self, conn: Connection, rid: int, model: str):
-        super().__init__(rid, model)
+    def __init__(self, conn: Connection, rid: int, model: str, on_log: Callable[[str], None] | None = None):
+        super().__init__(rid, model, on_log)
         self._conn = conn
 
     def __iter__(self) -> Iterator[str]:
         yield from list(self.chunks)
         while self.done is None:
             msg = self._conn.next_event(self.id)
-            if msg["ev"] != protocol.TOKEN:
+            if not isinstance(msg, (protocol.Token, protocol.Log, protocol.Embedding)):
                 self._conn.forget(self.id)
             piece = self.feed(msg)
             if piece is not None:
@@ -88,23 +86,42 @@ class Client:
 
     def generate(self, model: str, prompt: str, **kwargs: Any) -> Response:
         """Stream an answer to a raw prompt. Keyword arguments: sampling
-        options (temperature, top_p, top_k, seed, max_tokens, stop,
-        repeat_penalty) and keep_alive, ignore_memory_check, model_type."""
+        options (temperature, top_p, top_k, min_p, seed, max_tokens, stop,
+        repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty,
+        grammar, json_schema), load-time settings (keep_alive,
+        ignore_memory_check, model_type, context_length), ``debug`` (the
+        supervisor's log lines about it, in ``response.logs``) and
+        ``on_log`` (a function called with each of those lines)."""
         return self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
 
-    def chat(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> Response:
+    def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False, **kwargs: Any) -> Response:
         """Stream the next turn of a conversation, with the model's own chat
-        template. Keyword arguments as for :meth:`generate`."""
-        return self._stream(protocol.CHAT, model, {"messages": list(messages)}, kwargs)
+        template. ``truncate``: drop the oldest turns that do not fit the
+        context (``response.dropped_messages`` says how many). Other keyword
+        arguments as for :meth:`generate`."""
+        payload: dict[str, Any] = {"messages": list(messages)}
+        if truncate:
+            payload["truncate"] = True
+        return self._stream(protocol.CHAT, model, payload, kwargs)
 
-    def load(self, model: str, **kwargs: Any) -> dict:
+    def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict[str, Any]:
+        """Embeddings of ``inputs`` (llama.cpp models): ``{"embeddings":
+        [[float, ...], ...], "usage": {"prompt_tokens": n}}``."""
+        rid = self.conn.send(protocol.EMBED, input=list(inputs), **model_fields(model, **kwargs))
+        response = Response(self.conn, rid, model)
+        response.text()
+        return response.embeddings()
+
+    def load(self, model: str, *, on_log: Callable[[str], None] | None = None, **kwargs: Any) -> dict:
         """Load a model and return once it is ready (``keep_alive``,
-        ``ignore_memory_check``, ``model_type`` as for generate)."""
-        return self._call(protocol.LOAD, **model_fields(model, **kwargs))
+        ``ignore_memory_check``, ``model_type``, ``context_length``,
+        ``debug``, ``on_log`` as for generate)."""
+        return self._call(protocol.LOAD, on_log=on_log, **model_fields(model, **kwargs))
 
     def _stream(self, op: str, model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> Response:
+        on_log = kwargs.pop("on_log", None)
         fields = stream_request(model, payload, kwargs)
-        return Response(self.conn, self.conn.send(op, **fields), fields["model"])
+        return Response(self.conn, self.conn.send(op, **fields), fields["model"], on_log)
 
     def batch(
         self,
@@ -123,41 +140,34 @@ class Client:
         tried once more; then its result carries the error and the batch
         goes on.
         """
-        todo = deque(batch_items(prompts))
-        running: dict[int, tuple[BatchItem, Response]] = {}
+        run = BatchRun(prompts, concurrency)
         try:
-            while todo or running:
-                while todo and len(running) < max(1, concurrency):
-                    item = todo.popleft()
-                    item.attempts += 1
-                    response = self._stream(item.op, model, item.payload, {**kwargs, **item.options})
-                    running[response.id] = (item, response)
-                rid, msg = self.conn.next_any(running)
-                item, response = running[rid]
-                try:
-                    if response.feed(msg) is not None:
+            while not run.finished:
+                for item in run.to_start():
+                    try:
+                        response = self._stream(item.op, model, item.payload, {**kwargs, **item.options})
+                    except CorralError as exc:
+                        yield run.failed_to_start(item, exc)
                         continue
-                except CorralError as exc:
-                    del running[rid]
-                    self.conn.forget(rid)
-                    if should_retry(item, exc):
-                        todo.appendleft(item)
-                    else:
-                        yield BatchResult(item.index, item.id, error=exc, attempts=item.attempts)
+                    run.started(item, response)
+                if not run.running:
                     continue
-                del running[rid]
-                self.conn.forget(rid)
-                yield BatchResult(item.index, item.id, response.text_so_far(), response.usage, response.stopped, attempts=item.attempts)
+                rid, msg = self.conn.next_any(run.running)
+                result = run.on_event(rid, msg)
+                if rid not in run.running:
+                    self.conn.forget(rid)
+                if result is not None:
+                    yield result
         finally:
-            for rid, (_, response) in running.items():  # the caller stopped early
-                response.cancel()
+            for rid, (_, response) in run.running.items():  # the caller stopped early
+                self.conn.send_cancel(rid)
                 self.conn.forget(rid)
 
     # -- management ------------------------------------------------------
 
     def unload(self, model: str | None = None, *, all: bool = False) -> list[str]:
         fields: dict[str, Any] = {"all": True} if all else {"model": model_ref(model or "")}
-        return self._call(protocol.UNLOAD, **fields).get("unloaded", [])
+        return self._call(protocol.UNLOAD, **fields).get("unloaded") or []
 
     def ps(self) -> list[dict]:
         return self._call(protocol.PS)["result"]
@@ -169,12 +179,12 @@ class Client:
         """Stop every worker, then the supervisor; returns when it is done."""
         self._call(protocol.SHUTDOWN)
 
-    def _call(self, op: str, **fields: Any) -> dict:
+    def _call(self, op: str, on_log: Callable[[str], None] | None = None, **fields: Any) -> dict:
         rid = self.conn.send(op, **fields)
         try:
-            msg = self.conn.next_event(rid)
+            while isinstance(msg := self.conn.next_event(rid), protocol.Log):
+                if on_log is not None:
+                    on_log(msg.line)
         finally:
             self.conn.forget(rid)
-        if msg["ev"] == protocol.ERROR:
-            raise error_for_code(msg.get("code", ""), msg.get("message", "unknown error"))
-        return msg
+        return call_result(msg)

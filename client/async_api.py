@@ -9,42 +9,34 @@
         async for result in client.batch("ai/smollm2", ["a", "b", "c"], max_tokens=20):
             print(result.id, result.text)
 
-One reader task owns the socket and hands each reply to the queue of its
-request, so any number of responses can stream at once.
+One reader task owns the socket and files each reply under its request in
+the shared :class:`~corral.client.core.ClientCore`, waking whoever waits for
+it; so any number of responses can stream at once. The requests, responses
+and batch bookkeeping are the sync client's own (:mod:`corral.client.requests`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import zmq
 import zmq.asyncio
 
-from corral.client.connection import monitor_event
+from corral.client.core import MONITOR_EVENTS, ClientCore, configure_socket, monitor_event
 from corral.client.launch import ensure_supervisor
-from corral.client.requests import (
-    BatchItem,
-    BatchResult,
-    ResponseState,
-    batch_items,
-    model_fields,
-    model_ref,
-    should_retry,
-    stream_request,
-)
+from corral.client.requests import BatchResult, BatchRun, ResponseState, call_result, model_fields, model_ref, stream_request
 from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
-from corral.supervisor.errors import BadRequest, CorralError, SupervisorUnreachable, error_for_code
+from corral.supervisor.errors import CorralError
 
 
 class AsyncResponse(ResponseState):
     """One streamed answer: ``async for piece in response``, or ``await
     response.text()``."""
 
-    def __init__(self, client: "AsyncClient", rid: int, model: str):
-        super().__init__(rid, model)
+    def __init__(self, client: "AsyncClient", rid: int, model: str, on_log: Callable[[str], None] | None = None):
+        super().__init__(rid, model, on_log)
         self._client = client
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -52,7 +44,7 @@ class AsyncResponse(ResponseState):
             yield piece
         while self.done is None:
             msg = await self._client._next_event(self.id)
-            if msg["ev"] != protocol.TOKEN:
+            if not isinstance(msg, (protocol.Token, protocol.Log, protocol.Embedding)):
                 self._client._forget(self.id)
             piece = self.feed(msg)
             if piece is not None:
@@ -65,17 +57,16 @@ class AsyncResponse(ResponseState):
 
     async def cancel(self) -> None:
         if self.done is None:
-            await self._client._send(protocol.request(protocol.CANCEL, self.id))
+            await self._client._sock.send(self._client._core.cancel_frame(self.id))
 
 
 class AsyncClient:
     def __init__(self, settings: Settings | None = None, *, autostart: bool = True):
         self.settings = settings or load_settings()
         self.autostart = autostart
-        self._queues: dict[int, asyncio.Queue] = {}
-        self._next_id = 1
+        self._core = ClientCore(self.settings)
+        self._wakeups: dict[int, asyncio.Event] = {}
         self._reader: asyncio.Task | None = None
-        self._lost: CorralError | None = None
 
     async def __aenter__(self) -> "AsyncClient":
         await self.connect()
@@ -90,10 +81,8 @@ class AsyncClient:
             await asyncio.get_running_loop().run_in_executor(None, ensure_supervisor, self.settings)
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-        self._sock.setsockopt(zmq.RCVHWM, 0)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        configure_socket(self._sock)
+        self._monitor = self._sock.get_monitor_socket(MONITOR_EVENTS)
         self._sock.connect(self.settings.endpoint)
         self._reader = asyncio.create_task(self._read())
 
@@ -114,76 +103,72 @@ class AsyncClient:
         poller = zmq.asyncio.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
-        connected = False
         while True:
             for sock, _ in await poller.poll():
                 if sock is self._monitor:
-                    event = monitor_event(await self._monitor.recv_multipart())
-                    if event == zmq.EVENT_CONNECTED:
-                        connected = True
-                    elif event == zmq.EVENT_DISCONNECTED and connected:
-                        self._lost = SupervisorUnreachable(
-                            f"lost the connection to the corral supervisor ({self.settings.socket_path}); "
-                            "see `corral logs`, then try again"
-                        )
-                        for queue in self._queues.values():
-                            queue.put_nowait(None)
+                    self._core.on_monitor(monitor_event(await self._monitor.recv_multipart()))
+                    for wakeup in self._wakeups.values():  # each waiter finds out whether it was lost
+                        wakeup.set()
                     continue
-                try:
-                    msg = protocol.parse_reply(await self._sock.recv())
-                except BadRequest:
-                    continue
-                queue = self._queues.get(msg.get("id"))
-                if queue is not None:
-                    queue.put_nowait(msg)
+                rid = self._core.receive(await self._sock.recv())
+                wakeup = self._wakeups.get(rid)
+                if wakeup is not None:
+                    wakeup.set()
 
-    async def _send(self, frame: bytes) -> None:
+    async def _send(self, op: str, wakeup: asyncio.Event | None = None, **fields: Any) -> int:
+        rid, frame = self._core.request(op, **fields)
+        self._wakeups[rid] = wakeup or asyncio.Event()
         await self._sock.send(frame)
-
-    async def _request(self, op: str, **fields: Any) -> int:
-        rid = self._next_id
-        self._next_id += 1
-        self._queues[rid] = asyncio.Queue()
-        await self._send(protocol.request(op, rid, **fields))
         return rid
 
-    async def _next_event(self, rid: int) -> dict:
-        msg = await self._queues[rid].get()
-        if msg is None:
-            raise self._lost
+    async def _next_event(self, rid: int) -> Any:
+        while (msg := self._core.pop(rid)) is None:
+            wakeup = self._wakeups[rid]
+            await wakeup.wait()
+            wakeup.clear()
         return msg
 
     def _forget(self, rid: int) -> None:
-        self._queues.pop(rid, None)
+        self._core.forget(rid)
+        self._wakeups.pop(rid, None)
 
     async def _call(self, op: str, **fields: Any) -> dict:
-        rid = await self._request(op, **fields)
+        rid = await self._send(op, **fields)
         try:
-            msg = await self._next_event(rid)
+            while isinstance(msg := await self._next_event(rid), protocol.Log):
+                pass
         finally:
             self._forget(rid)
-        if msg["ev"] == protocol.ERROR:
-            raise error_for_code(msg.get("code", ""), msg.get("message", "unknown error"))
-        return msg
+        return call_result(msg)
 
     # -- the same calls as Client -----------------------------------------
 
     async def generate(self, model: str, prompt: str, **kwargs: Any) -> AsyncResponse:
         return await self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
 
-    async def chat(self, model: str, messages: list[dict[str, str]], **kwargs: Any) -> AsyncResponse:
-        return await self._stream(protocol.CHAT, model, {"messages": list(messages)}, kwargs)
+    async def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False, **kwargs: Any) -> AsyncResponse:
+        payload: dict[str, Any] = {"messages": list(messages)}
+        if truncate:
+            payload["truncate"] = True
+        return await self._stream(protocol.CHAT, model, payload, kwargs)
 
-    async def _stream(self, op: str, model: str, payload: dict, kwargs: dict) -> AsyncResponse:
+    async def _stream(self, op: str, model: str, payload: dict, kwargs: dict, wakeup: asyncio.Event | None = None) -> AsyncResponse:
+        on_log = kwargs.pop("on_log", None)
         fields = stream_request(model, payload, kwargs)
-        return AsyncResponse(self, await self._request(op, **fields), fields["model"])
+        return AsyncResponse(self, await self._send(op, wakeup, **fields), fields["model"], on_log)
+
+    async def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict[str, Any]:
+        rid = await self._send(protocol.EMBED, input=list(inputs), **model_fields(model, **kwargs))
+        response = AsyncResponse(self, rid, model)
+        await response.text()
+        return response.embeddings()
 
     async def load(self, model: str, **kwargs: Any) -> dict:
         return await self._call(protocol.LOAD, **model_fields(model, **kwargs))
 
     async def unload(self, model: str | None = None, *, all: bool = False) -> list[str]:
         fields: dict[str, Any] = {"all": True} if all else {"model": model_ref(model or "")}
-        return (await self._call(protocol.UNLOAD, **fields)).get("unloaded", [])
+        return (await self._call(protocol.UNLOAD, **fields)).get("unloaded") or []
 
     async def ps(self) -> list[dict]:
         return (await self._call(protocol.PS))["result"]
@@ -201,35 +186,30 @@ class AsyncClient:
     ) -> AsyncIterator[BatchResult]:
         """As :meth:`Client.batch`: results as they finish, crashed prompts
         retried once."""
-        todo = deque(batch_items(prompts))
-        done: asyncio.Queue[BatchResult | BatchItem] = asyncio.Queue()
-
-        async def run_one(item: BatchItem) -> None:
-            item.attempts += 1
-            response = await self._stream(item.op, model, item.payload, {**kwargs, **item.options})
-            try:
-                text = await response.text()
-            except CorralError as exc:
-                done.put_nowait(item if should_retry(item, exc) else BatchResult(item.index, item.id, error=exc, attempts=item.attempts))
-                return
-            done.put_nowait(BatchResult(item.index, item.id, text, response.usage, response.stopped, attempts=item.attempts))
-
-        tasks: set[asyncio.Task] = set()
-        running = 0  # started and not yet reported: counted here, not by the task set,
-        # whose done-callbacks run a loop turn later
+        run = BatchRun(prompts, concurrency)
+        wakeup = asyncio.Event()  # one for the whole batch: any of its replies
         try:
-            while todo or running:
-                while todo and running < max(1, concurrency):
-                    task = asyncio.create_task(run_one(todo.popleft()))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    running += 1
-                outcome = await done.get()
-                running -= 1
-                if isinstance(outcome, BatchItem):
-                    todo.appendleft(outcome)  # a crash: once more
-                else:
-                    yield outcome
+            while not run.finished:
+                for item in run.to_start():
+                    try:
+                        response = await self._stream(item.op, model, item.payload, {**kwargs, **item.options}, wakeup)
+                    except CorralError as exc:
+                        yield run.failed_to_start(item, exc)
+                        continue
+                    run.started(item, response)
+                got = self._core.pop_any(run.running)
+                if got is None:
+                    if run.running:
+                        await wakeup.wait()
+                        wakeup.clear()
+                    continue
+                rid, msg = got
+                result = run.on_event(rid, msg)
+                if rid not in run.running:
+                    self._forget(rid)
+                if result is not None:
+                    yield result
         finally:
-            for task in tasks:
-                task.cancel()
+            for rid in list(run.running):  # the caller stopped early
+                await self._sock.send(self._core.cancel_frame(rid))
+                self._forget(rid)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from corral.configs.settings import Settings
 from corral.supervisor.errors import SupervisorUnreachable
+from corral.supervisor.home import prepare_home
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
@@ -43,16 +44,6 @@ def supervisor_pid(settings: Settings) -> int | None:
         os.close(fd)
 
 
-def _prepare_home(settings: Settings) -> None:
-    try:
-        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        settings.log_dir.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise SupervisorUnreachable(
-            f"cannot start the corral supervisor: cannot create {settings.home} ({exc.strerror}); set CORRAL_HOME to a writable directory"
-        ) from None
-
-
 def _log_tail(path: Path) -> str:
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
@@ -71,7 +62,7 @@ def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S, prel
     pid = supervisor_pid(settings)
     if pid is not None:
         return pid
-    _prepare_home(settings)
+    prepare_home(settings)
     with open(settings.start_lock, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # held only while starting: brief
         pid = supervisor_pid(settings)
@@ -85,8 +76,9 @@ def _start(settings: Settings, timeout: float, preload: dict | None = None) -> i
     log.debug("starting supervisor", home=str(settings.home), log=str(log_path))
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.supervisor", *(["--preload", json.dumps(preload)] if preload else [])],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "corral.supervisor", *(["--preload"] if preload else [])],
+            # the preload goes on stdin: on the command line any local user could read it
+            stdin=subprocess.PIPE if preload else subprocess.DEVNULL,
             stdout=out,
             stderr=out,
             # Detached: its own session, so it outlives this command and no
@@ -95,6 +87,12 @@ def _start(settings: Settings, timeout: float, preload: dict | None = None) -> i
             close_fds=True,
             env={**os.environ, "CORRAL_HOME": str(settings.home)},
         )
+    if preload:
+        try:
+            proc.stdin.write(json.dumps(preload).encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it exited at once; the wait below says why
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

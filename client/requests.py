@@ -1,21 +1,27 @@
-"""What the sync and async clients share: how a call becomes request fields,
-how reply events become a response's state, and what a batch item is."""
+"""What the sync and async clients share above the connection: how a call
+becomes request fields, how reply events become a response's state, and
+the batch's bookkeeping (which prompt runs, which is retried, what is done)."""
 
 from __future__ import annotations
 
+import array
 import os
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from corral.configs.settings import parse_duration
 from corral.supervisor import protocol
 from corral.supervisor.errors import BadRequest, CorralError, error_for_code
 
+# Keyword arguments of generate/chat/load/embed that are not sampling options.
+MODEL_KWARGS = ("keep_alive", "ignore_memory_check", "model_type", "context_length", "names_only", "debug")
+
 
 def model_ref(model: str) -> str:
     """What to send for a MODEL argument: a file path made absolute (the
     supervisor has another working directory), a catalog name as it is."""
-    return os.path.abspath(model) if os.path.isfile(model) else model
+    return os.path.abspath(model) if os.path.exists(model) else model
 
 
 def keep_alive_seconds(keep_alive: str | float | None) -> float | None:
@@ -26,28 +32,22 @@ def keep_alive_seconds(keep_alive: str | float | None) -> float | None:
     return -1.0 if seconds is None else seconds
 
 
-def model_fields(
-    model: str,
-    *,
-    keep_alive: str | float | None = None,
-    ignore_memory_check: bool = False,
-    model_type: str | None = None,
-) -> dict[str, Any]:
-    """The fields of a generate/chat/load request that name the model."""
+def model_fields(model: str, **kwargs: Any) -> dict[str, Any]:
+    """The fields of a request that name the model and its load-time settings."""
+    unknown = set(kwargs) - set(MODEL_KWARGS)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
     fields: dict[str, Any] = {"model": model_ref(model)}
-    if model_type:
-        fields["model_type"] = model_type
-    seconds = keep_alive_seconds(keep_alive)
+    fields.update({k: v for k, v in kwargs.items() if v is not None and v is not False and k != "keep_alive"})
+    seconds = keep_alive_seconds(kwargs.get("keep_alive"))
     if seconds is not None:
         fields["keep_alive"] = seconds
-    if ignore_memory_check:
-        fields["ignore_memory_check"] = True
     return fields
 
 
 def stream_request(model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """All fields of a generate or chat request from a client call's arguments."""
-    model_kwargs = {k: kwargs.pop(k) for k in ("keep_alive", "ignore_memory_check", "model_type") if k in kwargs}
+    model_kwargs = {k: kwargs.pop(k) for k in MODEL_KWARGS if k in kwargs}
     options = protocol.check_options({k: v for k, v in kwargs.items() if v is not None})
     return {**model_fields(model, **model_kwargs), "options": options, **payload}
 
@@ -55,22 +55,32 @@ def stream_request(model: str, payload: dict[str, Any], kwargs: dict[str, Any]) 
 class ResponseState:
     """A response's text, stats and ending, fed one reply event at a time."""
 
-    def __init__(self, rid: int, model: str):
+    def __init__(self, rid: int, model: str, on_log: Callable[[str], None] | None = None):
         self.id = rid
         self.model = model
         self.chunks: list[str] = []
-        self.done: dict[str, Any] | None = None
+        self.logs: list[str] = []  # the supervisor's lines about it (debug=True)
+        self.vectors: dict[int, list[float]] = {}  # embeddings, by input index
+        self.on_log = on_log
+        self.done: dict[str, Any] | None = None  # the last event, as a plain map
 
-    def feed(self, msg: dict[str, Any]) -> str | None:
+    def feed(self, msg: Any) -> str | None:
         """Take one event: returns a token's text; raises the error an
         ``error`` event stands for."""
-        ev = msg["ev"]
-        if ev == protocol.TOKEN:
-            self.chunks.append(msg["text"])
-            return msg["text"]
-        self.done = msg
-        if ev == protocol.ERROR:
-            raise error_for_code(msg.get("code", ""), msg.get("message", "unknown error"))
+        if isinstance(msg, protocol.Token):
+            self.chunks.append(msg.text)
+            return msg.text
+        if isinstance(msg, protocol.Log):
+            self.logs.append(msg.line)
+            if self.on_log is not None:
+                self.on_log(msg.line)
+            return None
+        if isinstance(msg, protocol.Embedding):
+            self.vectors[msg.index] = array.array("f", msg.vector).tolist()
+            return None
+        self.done = {k: v for k, v in protocol.to_builtins(msg).items() if v is not None}
+        if isinstance(msg, protocol.Error):
+            raise error_for_code(msg.code, msg.message)
         return None
 
     def text_so_far(self) -> str:
@@ -78,11 +88,11 @@ class ResponseState:
 
     @property
     def usage(self) -> dict[str, int]:
-        return (self.done or {}).get("usage", {})
+        return (self.done or {}).get("usage") or {}
 
     @property
     def timings(self) -> dict[str, float]:
-        return (self.done or {}).get("timings", {})
+        return (self.done or {}).get("timings") or {}
 
     @property
     def stopped(self) -> str | None:
@@ -92,7 +102,22 @@ class ResponseState:
     @property
     def load_ms(self) -> float:
         """Time spent loading the model for this request (0 when it was loaded)."""
-        return (self.done or {}).get("load_ms", 0.0)
+        return (self.done or {}).get("load_ms") or 0.0
+
+    @property
+    def dropped_messages(self) -> int:
+        """Oldest turns a truncated chat left out to fit the context."""
+        return (self.done or {}).get("dropped_messages") or 0
+
+    def embeddings(self) -> dict[str, Any]:
+        return {"embeddings": [self.vectors[i] for i in sorted(self.vectors)], "usage": self.usage}
+
+
+def call_result(msg: Any) -> dict[str, Any]:
+    """The reply to a one-reply call (load, unload, ps, status) as a map."""
+    if isinstance(msg, protocol.Error):
+        raise error_for_code(msg.code, msg.message)
+    return {k: v for k, v in protocol.to_builtins(msg).items() if v is not None}
 
 
 # -- batches -----------------------------------------------------------------
@@ -117,6 +142,11 @@ class BatchResult:
     error: CorralError | None = None
     attempts: int = 1
 
+    @property
+    def finished(self) -> bool:
+        """An answer that ran to its end (not cancelled, not failed)."""
+        return self.error is None and self.stopped in ("stop", "length")
+
     def as_record(self) -> dict[str, Any]:
         """The result as one output line of `corral batch`."""
         if self.error is not None:
@@ -136,14 +166,16 @@ def batch_items(prompts: Iterable[str | dict[str, Any]]) -> list[BatchItem]:
         if not isinstance(p, dict):
             raise BadRequest(f"batch item {index} must be a string or a map")
         if isinstance(p.get("messages"), list):
-            op, payload = protocol.CHAT, {"messages": protocol.check_messages(p["messages"])}
+            messages = [protocol.to_builtins(m) for m in protocol.check_messages(p["messages"])]
+            op, payload = protocol.CHAT, {"messages": messages}
         elif isinstance(p.get("prompt"), str):
             op, payload = protocol.GENERATE, {"prompt": p["prompt"]}
         else:
             raise BadRequest(f"batch item {index} needs a string 'prompt' or a list of 'messages'")
         options = dict(p.get("options") or {})
         options.update({k: v for k, v in p.items() if k in protocol.SAMPLING_FIELDS})
-        items.append(BatchItem(index, p.get("id", index), op, payload, protocol.check_options(options)))
+        protocol.check_options(options)
+        items.append(BatchItem(index, p.get("id", index), op, payload, options))
     return items
 
 
@@ -151,5 +183,46 @@ def batch_items(prompts: Iterable[str | dict[str, Any]]) -> list[BatchItem]:
 BATCH_RETRIES = 1
 
 
-def should_retry(item: BatchItem, exc: CorralError) -> bool:
-    return exc.code == "worker_crashed" and item.attempts <= BATCH_RETRIES
+class BatchRun:
+    """A batch's bookkeeping, with no I/O: which prompts to start, which
+    running request an event belongs to, what to retry. The sync and async
+    clients drive it with their own sockets."""
+
+    def __init__(self, prompts: Iterable[str | dict[str, Any]], concurrency: int):
+        self.todo = deque(batch_items(prompts))
+        self.concurrency = max(1, concurrency)
+        self.running: dict[int, tuple[BatchItem, ResponseState]] = {}
+
+    @property
+    def finished(self) -> bool:
+        return not self.todo and not self.running
+
+    def to_start(self) -> list[BatchItem]:
+        """Items to send now; each comes back through :meth:`started`."""
+        items = []
+        while self.todo and len(self.running) + len(items) < self.concurrency:
+            item = self.todo.popleft()
+            item.attempts += 1
+            items.append(item)
+        return items
+
+    def started(self, item: BatchItem, response: ResponseState) -> None:
+        self.running[response.id] = (item, response)
+
+    def failed_to_start(self, item: BatchItem, exc: CorralError) -> BatchResult:
+        return BatchResult(item.index, item.id, error=exc, attempts=item.attempts)
+
+    def on_event(self, rid: int, msg: Any) -> BatchResult | None:
+        """Feed one event; returns the item's result once it has one."""
+        item, response = self.running[rid]
+        try:
+            if response.feed(msg) is not None or response.done is None:
+                return None
+        except CorralError as exc:
+            del self.running[rid]
+            if exc.code == "worker_crashed" and item.attempts <= BATCH_RETRIES:
+                self.todo.appendleft(item)
+                return None
+            return BatchResult(item.index, item.id, error=exc, attempts=item.attempts)
+        del self.running[rid]
+        return BatchResult(item.index, item.id, response.text_so_far(), response.usage, response.stopped, attempts=item.attempts)

@@ -67,6 +67,11 @@ class Settings:
     enable_echo_backend: bool = False
     config_file: Path | None = None
     models_dir: Path | None = None  # None: $CORRAL_HOME/models
+    log_level: str = "info"
+    parallel: int | None = None  # None: the backend's default
+    http: tuple[str, int] | None = ("127.0.0.1", 12434)  # None: no gateway
+    api_key: str | None = None
+    http_origins: tuple[str, ...] = ()
 
     @property
     def models(self) -> Path:
@@ -127,6 +132,21 @@ def _read_toml(path: Path, what: str) -> dict:
         raise UsageError(f"cannot read {what} {path}: {exc}") from None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_address(text: str, what: str = "http") -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port`` too) for a listening address, or None for ``off``."""
+    text = str(text).strip()
+    if text.lower() in ("off", "none", "false", "0", ""):
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"invalid {what} address {text!r}: use host:port (e.g. 127.0.0.1:12434) or off")
+    return host, int(port)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     raw = tomllib.loads(resources.files("corral.configs").joinpath("defaults.toml").read_text())
@@ -151,6 +171,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             raise UsageError(f"{key} must be at least {minimum}")
         return value
 
+    def choice(key: str, allowed: tuple[str, ...]) -> str:
+        value = str(raw[key]).lower()
+        if value not in allowed:
+            raise UsageError(f"{key} must be one of {', '.join(allowed)}, not {raw[key]!r}")
+        return value
+
     budget = raw["memory_budget"]
     home = Path(raw["home"]).expanduser() if raw["home"] else _default_home(env)
     return Settings(
@@ -158,7 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idle_timeout=parse_duration(raw["idle_timeout"], "idle_timeout"),
         max_loaded_models=integer("max_loaded_models", 1),
         memory_budget=None if str(budget).lower() == "auto" else parse_size(budget, "memory_budget"),
-        max_queue=integer("max_queue", 0),
+        max_queue=integer("max_queue", 1),
         replicas=integer("replicas", 1),
         heartbeat_interval=parse_duration(raw["heartbeat_interval"], "heartbeat_interval") or 1.0,
         heartbeat_liveness=integer("heartbeat_liveness", 2),
@@ -166,4 +192,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         enable_echo_backend=str(raw["enable_echo_backend"]).lower() in ("1", "true", "yes"),
         config_file=config_file,
         models_dir=Path(raw["models"]).expanduser().absolute() if raw["models"] else None,
+        log_level=choice("log_level", LOG_LEVELS),
+        parallel=None if str(raw["parallel"]).lower() == "auto" else integer("parallel", 1),
+        http=parse_address(raw["http"]),
+        api_key=str(raw["api_key"]) or None,
+        http_origins=tuple(o.strip() for o in str(raw["http_origins"]).split(",") if o.strip()),
     )

@@ -25,6 +25,14 @@ class CorralError(Exception):
         return str(self)
 
 
+class InternalError(CorralError):
+    """An unexpected exception while handling one request: that request
+    ends, the supervisor goes on (the traceback is in its log)."""
+
+    code = "internal_error"
+    exit_code = 1
+
+
 class BadRequest(CorralError):
     code = "bad_request"
     exit_code = 2
@@ -112,7 +120,7 @@ class ModelInUse(CorralError):
 _BY_CODE = {
     cls.code: cls
     for cls in (
-        CorralError,
+        InternalError,
         BadRequest,
         UsageError,
         ModelNotFound,

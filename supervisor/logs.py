@@ -28,7 +28,8 @@ def configure_logging(level: int | str = logging.INFO, stream: TextIO | None = N
     ]
     if process:
         processors.append(lambda _logger, _name, event: {"proc": process, **event})
-    processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    # Plain tracebacks: one readable block in a log file, not a framed dump of locals.
+    processors.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

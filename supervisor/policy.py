@@ -1,7 +1,12 @@
-"""Pure policy: which models make room, whether a spawn may start, when a
-model expires. Functions of the table and the time only: they neither log
-nor mutate, so tests call them with hand-built slots and a made-up clock.
-The event loop in :mod:`corral.supervisor.server` applies their answers.
+"""Pure policy: which models make room, whether a worker may start, how much
+work a worker takes, when a model expires. Functions of the table and the
+time only: they neither log nor mutate, so tests call them with hand-built
+models and a made-up clock. The event loop applies their answers.
+
+The rule that keeps switching live (no livelock): a model whose worker has
+just become ready starts at least one request before it yields its place or
+can be evicted, and among models waiting for room the one that has waited
+longest goes first.
 """
 
 from __future__ import annotations
@@ -9,47 +14,68 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from corral.supervisor.slots import ModelSlot, State
+from corral.supervisor.table import Model, Request, State, Worker
+
+# A worker of capacity 1 may hold one more request behind the one it is
+# generating, so it never idles between short requests; only behind
+# requests of at most PIPELINE_MAX_TOKENS tokens: behind a long answer, a
+# newcomer from another client must wait for the running request alone.
+PIPELINE_DEPTH = 2
+PIPELINE_MAX_TOKENS = 16
 
 
 @dataclass(frozen=True)
 class Admission:
     spawn: bool  # start the target's worker now
-    evict: tuple[str, ...] = ()  # stop these first; spawn once they are gone
+    evict: tuple[str, ...] = ()  # stop these models first; spawn once they are gone
     refuse: str | None = None  # it can never fit: why, for the error message
 
 
-def admit(target: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int, budget: int | None) -> Admission:
-    """May ``target`` get a worker now; if not, whom to stop for it, or why
-    it cannot ever fit.
+def evictable(model: Model) -> bool:
+    """A model that may be stopped to make room: loaded, doing nothing, and
+    not holding work it has not yet had a chance to start."""
+    if not model.workers or model.running:
+        return False
+    if any(w.state != State.READY for w in model.workers):
+        return False
+    return not model.has_work or model.started_since_ready > 0
 
-    ``budget`` is the memory for all models (None: unchecked); each loaded
-    model holds ``held_bytes`` of it and the target needs ``need_bytes``.
-    A model serving a request is never stopped to make room. Among the
-    others, those with nothing queued go first, least recently used first.
+
+def admit(target: Model, models: Iterable[Model], max_loaded: int, budget: int | None) -> Admission:
+    """May ``target`` get a worker now; if not, whom to stop for it, or why
+    it can never fit.
+
+    ``budget`` is the memory for all models (None: unchecked); each worker
+    holds ``held_bytes`` of it and the target's new worker needs
+    ``need_bytes``. A model serving a request is never stopped to make room.
+    Among the others, those with nothing queued go first, least recently
+    used first.
     """
     if target.ignore_memory_check:
         budget = None
-    others = [s for s in slots if s is not target and s.has_worker]
+    models = list(models)
+    # The target's own outdated workers (a new context length) count too:
+    # they hold memory until they exit.
+    workers = [w for m in models for w in m.workers]
     # Workers already stopping free their place when they exit.
-    staying = [s for s in others if s.state != State.STOPPING]
+    staying = [w for w in workers if w.state != State.STOPPING]
 
-    def fits(loaded: list[ModelSlot]) -> bool:
+    def fits(loaded: list[Worker]) -> bool:
         # The limit counts models: a model's replicas are one of them.
-        if len({s.group for s in loaded} - {target.group}) >= max_loaded:
+        if len({w.model.name for w in loaded} - {target.name}) >= max_loaded:
             return False
-        return budget is None or sum(s.held_bytes for s in loaded) + target.need_bytes <= budget
+        return budget is None or sum(w.held_bytes for w in loaded) + target.need_bytes <= budget
 
-    if fits(others):
+    if fits(workers):
         return Admission(spawn=True)
     if fits(staying):
         return Admission(spawn=False)
-    candidates = [s for s in staying if s.state == State.READY and not s.running and s.group != target.group]
-    candidates.sort(key=lambda s: (bool(s.queue), s.last_used))
-    victims: list[ModelSlot] = []
+    candidates = [m for m in models if m is not target and evictable(m)]
+    candidates.sort(key=lambda m: (m.has_work, m.last_used))
+    victims: list[Model] = []
     for victim in candidates:
         victims.append(victim)
-        if fits([s for s in staying if s not in victims]):
+        if fits([w for w in staying if w.model not in victims]):
             return Admission(spawn=False, evict=tuple(v.name for v in victims))
     if budget is not None and target.need_bytes > budget:
         return Admission(spawn=False, refuse=refusal(target, budget, budget))
@@ -57,7 +83,15 @@ def admit(target: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int, budget
     return Admission(spawn=False)
 
 
-def refusal(target: ModelSlot, available: int, budget: int) -> str:
+def may_add_replica(model: Model, models: Iterable[Model], max_loaded: int, budget: int | None) -> bool:
+    """Another worker for a model that already has one, only where it fits
+    as things stand: a replica never evicts anything."""
+    if len(model.fresh_workers) >= model.replicas or not model.queue:
+        return False
+    return admit(model, models, max_loaded, budget) == Admission(spawn=True)
+
+
+def refusal(target: Model, available: int, budget: int) -> str:
     mib = 1024 * 1024
     return (
         f"{target.name} needs about {target.need_bytes / mib:.0f} MiB; {available / mib:.0f} MiB available "
@@ -65,36 +99,65 @@ def refusal(target: ModelSlot, available: int, budget: int) -> str:
     )
 
 
-def overgrown(slots: Iterable[ModelSlot], budget: int, growth_limit: float) -> list[ModelSlot]:
+def must_yield(model: Model, models: Iterable[Model], max_loaded: int, budget: int | None) -> bool:
+    """Hold back ``model``'s next request while another model, waiting for
+    room that ``model`` holds, has waited longer: a steady stream for one
+    model must not starve another. Never before the model has started one
+    request since it became ready, so every load makes progress."""
+    if not model.queue or model.started_since_ready < 1:
+        return False
+    models = list(models)
+    nxt = model.queue.peek().arrived
+    return any(
+        other is not model
+        and other.wants_worker
+        and other.first_arrival() < nxt
+        and not admit(other, models, max_loaded, budget).spawn
+        for other in models
+    )
+
+
+def _is_short(req: Request) -> bool:
+    return 0 < req.max_tokens <= PIPELINE_MAX_TOKENS
+
+
+def dispatch_room(worker: Worker) -> int:
+    """How many more queued requests ``worker`` takes now."""
+    if worker.state not in (State.READY, State.BUSY) or worker.stale:
+        return 0
+    free = worker.capacity - len(worker.running)
+    if free <= 0 and worker.capacity == 1 and len(worker.running) < PIPELINE_DEPTH:
+        return 1 if all(_is_short(r) for r in worker.running.values()) else 0
+    return max(0, free)
+
+
+def threads_per_worker(cores: int, replicas: int, configured: int | None) -> int | None:
+    """Engine threads for each of a model's workers: what its entry says, or
+    the cores shared among its replicas (None: the backend's default)."""
+    if configured:
+        return configured
+    return max(1, cores // replicas) if replicas > 1 else None
+
+
+def overgrown(models: Iterable[Model], budget: int, growth_limit: float) -> list[Worker]:
     """Workers to stop because the budget is exceeded and they have grown well
     past their estimate (the others are behaving as announced)."""
-    loaded = [s for s in slots if s.has_worker and s.rss_bytes]
-    if sum(s.rss_bytes for s in loaded) <= budget:
+    loaded = [w for m in models for w in m.workers if w.rss_bytes]
+    if sum(w.rss_bytes for w in loaded) <= budget:
         return []
-    return [s for s in loaded if s.need_bytes and s.rss_bytes > s.need_bytes * growth_limit and s.state != State.STOPPING]
+    return [w for w in loaded if w.need_bytes and w.rss_bytes > w.need_bytes * growth_limit and w.state != State.STOPPING]
 
 
-def backoff_left(crashes: list[float], now: float, limit: int, window: float, backoff: float) -> float | None:
-    """Seconds until a model that crashed ``limit`` times within ``window``
-    seconds may be started again; None if it may be started now."""
-    recent = [t for t in crashes if now - t < window + backoff]
-    if len(recent) < limit:
-        return None
-    last = recent[-limit:]
-    if last[-1] - last[0] > window:
-        return None
-    left = last[-1] + backoff - now
-    return left if left > 0 else None
+def auto_budget(available: int, held_by_workers: int) -> int:
+    """The budget when none is configured: what the machine has available
+    plus what our own workers already hold."""
+    return available + held_by_workers
 
 
-def should_yield(slot: ModelSlot, slots: Iterable[ModelSlot], max_loaded: int) -> bool:
-    """Hold back ``slot``'s next request while another model has waited
-    longer for room: a steady stream for one model must not starve another."""
-    slots = list(slots)
-    if not slot.queue or len({s.group for s in slots if s.has_worker}) < max_loaded:
-        return False
-    nxt = slot.queue.peek().arrived
-    return any(s.group != slot.group and s.wants_worker and s.first_arrival() < nxt for s in slots)
+def counts_as_crash(was: State, killed_for_a_reason: bool) -> bool:
+    """An exit that was not asked for, and not the supervisor's own doing for
+    a reason the user was told (memory), counts toward back-off."""
+    return was != State.STOPPING and not killed_for_a_reason
 
 
 def expiry(keep_alive: float | None, now: float) -> float | None:
@@ -102,8 +165,8 @@ def expiry(keep_alive: float | None, now: float) -> float | None:
     return None if keep_alive is None else now + keep_alive
 
 
-def expired(slot: ModelSlot, now: float) -> bool:
-    return slot.idle and slot.expires_at is not None and now >= slot.expires_at
+def expired(model: Model, now: float) -> bool:
+    return model.idle and model.expires_at is not None and now >= model.expires_at
 
 
 def hung(last_heard: float, now: float, silence_limit: float) -> bool:

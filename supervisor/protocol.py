@@ -1,23 +1,29 @@
-"""The wire protocol: the one module that builds or parses frames.
+"""The wire protocol: the one module that defines, builds and parses frames.
 
 Every frame is one msgpack map carrying ``"v": 1``; plain types only, never
-pickle. Client requests carry an ``"id"`` and an ``"op"``; every reply for a
-request carries the same ``"id"`` and an ``"ev"``. The supervisor and its
-workers speak the same format; a request forwarded to a worker also carries
-the supervisor's own request number ``"rid"`` so that the worker's replies
-can be routed back without being re-encoded.
+pickle. Each message is a typed ``msgspec`` struct: decoding *is* validation,
+in one pass, against the schema of the direction the frame travels, with a
+bound on every string and list. A frame of the wrong shape fails at its
+first wrong byte, before anything is built from the rest of it (a 16 MiB
+frame of empty maps costs nothing), and no other module ever sees it.
 
-Frames are checked at the door: a frame that is too large, not msgpack, not
-a map, of another version, or with a field of the wrong type raises
-:class:`BadRequest` here, before any other code sees it.
+Directions:
+- client → supervisor: :data:`ClientRequest` (tagged by ``"op"``);
+- supervisor → client: :data:`Reply` (tagged by ``"ev"``);
+- supervisor → worker: :data:`WorkerCommand` (tagged by ``"op"``);
+- worker → supervisor: :data:`WorkerEvent` (tagged by ``"ev"``).
+
+Token, done, error and embedding events travel worker → supervisor → client
+unchanged: the worker writes the client's ``id`` and the supervisor's ``rid``
+into them, so the supervisor routes them by ``rid`` without re-encoding.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-import msgpack
+import msgspec
+from msgspec import Meta, Struct, field
 
 from corral.supervisor.errors import BadRequest, CorralError
 
@@ -25,209 +31,371 @@ VERSION = 1
 #: Largest frame either side accepts; sockets enforce it too (ZMQ_MAXMSGSIZE),
 #: so a peer sending more is disconnected before the bytes reach Python.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_TEXT_CHARS = 4 * 1024 * 1024  # a prompt or a message: far past any context
+MAX_MESSAGES = 4096
+MAX_STOP_STRINGS = 32
+MAX_EMBED_INPUTS = 2048
+#: The range of integers msgpack carries; the CLI checks the same bounds.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Ops a client may send to the supervisor.
-GENERATE, CHAT, LOAD, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = (
-    "generate", "chat", "load", "unload", "ps", "status", "cancel", "shutdown",
+# Ops and events by name, for code that builds frames.
+GENERATE, CHAT, LOAD, EMBED, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = (
+    "generate", "chat", "load", "embed", "unload", "ps", "status", "cancel", "shutdown",
 )
-# Events, in replies and from workers.
-TOKEN, DONE, ERROR, RESULT, READY, HEARTBEAT = "token", "done", "error", "result", "ready", "hb"
+TOKEN, DONE, ERROR, RESULT, EMBEDDING, LOG, READY, HEARTBEAT = (
+    "token", "done", "error", "result", "embedding", "log", "ready", "hb",
+)
 
 # A worker talks on two sockets: its identity for commands and heartbeats,
-# and identity + this suffix for the frames of its generations.
+# and identity + this suffix for the frames of its work.
 WORKER_DATA_SUFFIX = b"/data"
 
-_NUMBER = (int, float)
-_ID = (int, str)
+Id = Union[Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)], Annotated[str, Meta(max_length=256)]]
+Name = Annotated[str, Meta(min_length=1, max_length=4096)]
+Text = Annotated[str, Meta(max_length=MAX_TEXT_CHARS)]
+Short = Annotated[str, Meta(max_length=1024)]
+Count = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 
-# Sampling options: a change never reloads a model.
-SAMPLING_FIELDS: dict[str, tuple] = {
-    "temperature": _NUMBER,
-    "top_p": _NUMBER,
-    "top_k": (int,),
-    "seed": (int,),
-    "max_tokens": (int,),
-    "repeat_penalty": _NUMBER,
-    "stop": (list,),
-}
 
-_MODEL_REQUEST = {
-    "model": ((str,), True),
-    "options": ((dict,), False),
+class Options(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Sampling options; changing them never reloads a model. Unset means
+    the model's own defaults (see the worker's backend)."""
+
+    temperature: Annotated[float, Meta(ge=0, le=100)] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1_000_000)] | None = None  # 0: off
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    seed: Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0, le=100)] | None = None
+    repeat_last_n: Annotated[int, Meta(ge=-1, le=2**31 - 1)] | None = None  # -1: the whole context
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None = None
+    stop: Annotated[list[Short], Meta(max_length=MAX_STOP_STRINGS)] | None = None
+    grammar: Annotated[str, Meta(max_length=1024 * 1024)] | None = None  # GBNF
+    json_schema: Annotated[str, Meta(max_length=1024 * 1024)] | None = None  # a schema, as JSON text
+
+
+SAMPLING_FIELDS = Options.__struct_fields__
+
+
+class Message(Struct, forbid_unknown_fields=True):
+    role: Literal["system", "user", "assistant"]
+    content: Text
+
+
+# -- client → supervisor ------------------------------------------------------
+
+
+class _Request(Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
+    id: Id
+    v: int = VERSION
+
+
+class _ModelRequest(_Request, kw_only=True):
+    model: Name
     # seconds; negative keeps the model loaded forever, 0 unloads it at once
-    "keep_alive": (_NUMBER, False),
-    "ignore_memory_check": ((bool,), False),
+    keep_alive: Annotated[float, Meta(ge=-1e12, le=1e12)] | None = None
+    ignore_memory_check: bool = False
     # the architecture of a GGML file given as a path (GGML does not record it)
-    "model_type": ((str,), False),
+    model_type: Annotated[str, Meta(max_length=64)] | None = None
+    # a load-time setting: a different value reloads the model
+    context_length: Annotated[int, Meta(ge=16, le=16 * 1024 * 1024)] | None = None
+    # MODEL must be a catalog or store name, never a path (the HTTP gateway)
+    names_only: bool = False
+    # stream the supervisor's log lines about this request as `log` events
+    debug: bool = False
+
+
+class Generate(_ModelRequest, tag=GENERATE, kw_only=True):
+    prompt: Text
+    options: Options = field(default_factory=Options)
+
+
+class Chat(_ModelRequest, tag=CHAT, kw_only=True):
+    messages: Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    options: Options = field(default_factory=Options)
+    # drop the oldest turns (never system prompts or the last message) when
+    # the conversation does not fit the context; done says how many went
+    truncate: bool = False
+
+
+class Load(_ModelRequest, tag=LOAD, kw_only=True):
+    pass
+
+
+class Embed(_ModelRequest, tag=EMBED, kw_only=True):
+    input: Annotated[list[Text], Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
+
+
+class Unload(_Request, tag=UNLOAD, kw_only=True):
+    model: Name | None = None
+    all: bool = False
+
+
+class Ps(_Request, tag=PS, kw_only=True):
+    pass
+
+
+class Status(_Request, tag=STATUS, kw_only=True):
+    pass
+
+
+class Cancel(_Request, tag=CANCEL, kw_only=True):
+    pass
+
+
+class Shutdown(_Request, tag=SHUTDOWN, kw_only=True):
+    pass
+
+
+ClientRequest = Union[Generate, Chat, Load, Embed, Unload, Ps, Status, Cancel, Shutdown]
+ModelRequest = (Generate, Chat, Load, Embed)
+
+# -- events: supervisor → client, and worker → supervisor ---------------------
+
+
+class _Event(Struct, kw_only=True, tag_field="ev"):
+    id: Id | None = None  # the client's request id
+    rid: Count = 0  # the supervisor's request number (worker frames)
+    v: int = VERSION
+
+
+class Token(_Event, tag=TOKEN, gc=False, kw_only=True):
+    text: Text
+
+
+class Usage(Struct, kw_only=True):
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
+
+
+class Timings(Struct, kw_only=True):
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+    tokens_per_s: float = 0.0
+
+
+class Done(_Event, tag=DONE, kw_only=True):
+    stopped: Literal["stop", "length", "cancelled"] | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    load_ms: float | None = None  # the request waited for the model to load
+    dropped_messages: Count | None = None  # turns a truncated chat left out
+    # answers to load and unload
+    model: str | None = None
+    pid: int | None = None
+    unloaded: list[str] | None = None
+
+
+class Error(_Event, tag=ERROR, kw_only=True):
+    code: Annotated[str, Meta(max_length=64)]
+    message: Annotated[str, Meta(max_length=64 * 1024)]
+
+
+class Embedding(_Event, tag=EMBEDDING, kw_only=True):
+    index: Count
+    vector: bytes  # little-endian float32, normalised
+
+
+class Log(_Event, tag=LOG, kw_only=True):
+    line: Annotated[str, Meta(max_length=64 * 1024)]
+
+
+class Result(_Event, tag=RESULT, kw_only=True):
+    result: Any  # ps rows or status facts: built by the supervisor, never by a peer
+
+
+Reply = Union[Token, Done, Error, Embedding, Log, Result]
+
+
+class Ready(_Event, tag=READY, kw_only=True):
+    pid: int
+    load_ms: float
+    context_length: Count
+    threads: Count = 0
+    parallel: Annotated[int, Meta(ge=1, le=1024)] = 1  # sequences decoded together
+    architecture: Annotated[str, Meta(max_length=256)] | None = None
+    chat_template: Annotated[str, Meta(max_length=64)] | None = None
+    embeddings: bool = False  # the backend can embed
+    grammar: bool = False  # the backend can apply grammars and JSON schemas
+
+
+class Heartbeat(_Event, tag=HEARTBEAT, kw_only=True):
+    pass
+
+
+WorkerEvent = Union[Ready, Token, Done, Error, Embedding, Heartbeat]
+
+# -- supervisor → worker -------------------------------------------------------
+
+
+class _Command(Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True):
+    v: int = VERSION
+
+
+class _Work(_Command, kw_only=True):
+    rid: Count
+    id: Id | None = None
+
+
+class WorkGenerate(_Work, tag=GENERATE, kw_only=True):
+    prompt: Text
+    options: Options = field(default_factory=Options)
+
+
+class WorkChat(_Work, tag=CHAT, kw_only=True):
+    messages: Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)]
+    options: Options = field(default_factory=Options)
+    truncate: bool = False
+
+
+class WorkEmbed(_Work, tag=EMBED, kw_only=True):
+    input: Annotated[list[Text], Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
+
+
+class WorkCancel(_Command, tag=CANCEL, kw_only=True):
+    rid: Count
+
+
+class WorkShutdown(_Command, tag=SHUTDOWN, kw_only=True):
+    pass
+
+
+class WorkHeartbeat(_Command, tag=HEARTBEAT, kw_only=True):
+    pass
+
+
+WorkerCommand = Union[WorkGenerate, WorkChat, WorkEmbed, WorkCancel, WorkShutdown, WorkHeartbeat]
+
+# -- encoding and decoding -----------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders = {
+    kind: msgspec.msgpack.Decoder(kind)
+    for kind in (ClientRequest, Reply, WorkerCommand, WorkerEvent, Options)
 }
 
-# op -> {field: (allowed types, required)}
-CLIENT_OPS: dict[str, dict[str, tuple[tuple, bool]]] = {
-    GENERATE: {**_MODEL_REQUEST, "prompt": ((str,), True)},
-    CHAT: {**_MODEL_REQUEST, "messages": ((list,), True)},
-    LOAD: dict(_MODEL_REQUEST),
-    UNLOAD: {"model": ((str,), False), "all": ((bool,), False)},
-    PS: {},
-    STATUS: {},
-    CANCEL: {},
-    SHUTDOWN: {},
-}
 
-# Commands the supervisor sends to a worker.
-WORKER_OPS: dict[str, dict[str, tuple[tuple, bool]]] = {
-    GENERATE: {"rid": ((int,), True), "prompt": ((str,), True), "options": ((dict,), True)},
-    CHAT: {"rid": ((int,), True), "messages": ((list,), True), "options": ((dict,), True)},
-    CANCEL: {"rid": ((int,), True)},
-    SHUTDOWN: {},
-    HEARTBEAT: {},
-}
+class _Envelope(Struct):
+    """Just the ids of a frame that failed to decode, to answer it."""
 
-CHAT_ROLES = ("system", "user", "assistant")
+    id: Id | None = None
+    rid: Count = 0
 
 
-def encode(msg: dict[str, Any]) -> bytes:
-    """One frame from a map of plain values."""
-    return msgpack.packb({"v": VERSION, **msg}, use_bin_type=True)
+_envelope = msgspec.msgpack.Decoder(_Envelope)
 
 
-def decode(frame: bytes) -> dict[str, Any]:
-    """A frame's map, or :class:`BadRequest` if it is not a valid frame."""
+def encode(msg: Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def _decode(frame: bytes, kind: Any, what: str) -> Any:
     if len(frame) > MAX_FRAME_BYTES:
-        raise BadRequest(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+        raise BadRequest(f"{what} of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise BadRequest(f"frame is not valid msgpack ({type(exc).__name__})") from None
-    if not isinstance(msg, dict):
-        raise BadRequest("frame must be a msgpack map")
-    if msg.get("v") != VERSION:
-        exc = BadRequest(f"unsupported protocol version {msg.get('v')!r}; this side speaks v{VERSION}")
-        exc.request_id = request_id(msg)
-        raise exc
+        msg = _decoders[kind].decode(frame)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        error = BadRequest(f"invalid {what}: {exc}")
+        error.request_id = frame_id(frame)
+        raise error from None
+    if msg.v != VERSION:
+        error = BadRequest(f"unsupported protocol version {msg.v!r}; this side speaks v{VERSION}")
+        error.request_id = getattr(msg, "id", None)
+        raise error
     return msg
 
 
-def _is(value: Any, types: tuple) -> bool:
-    # bool is an int in Python but never a valid number on the wire.
-    if isinstance(value, bool) and bool not in types:
-        return False
-    return isinstance(value, types)
+def frame_id(frame: bytes) -> int | str | None:
+    """The request id of a frame that failed to decode, if it has a usable one."""
+    try:
+        return _envelope.decode(frame).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
-def _check_fields(msg: dict, schema: dict[str, tuple[tuple, bool]], what: str) -> None:
-    for field, (types, required) in schema.items():
-        if field not in msg:
-            if required:
-                raise BadRequest(f"{what} needs the field {field!r}")
-            continue
-        if not _is(msg[field], types):
-            names = "/".join(t.__name__ for t in types)
-            raise BadRequest(f"{what}: field {field!r} must be {names}, not {type(msg[field]).__name__}")
+def frame_rid(frame: bytes) -> int:
+    """The supervisor's request number in a worker frame (0 if none)."""
+    try:
+        return _envelope.decode(frame).rid
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
 
 
-def check_options(options: dict) -> dict:
-    """Sampling options, validated; unknown names are refused, not ignored."""
-    for name, value in options.items():
-        if name not in SAMPLING_FIELDS:
-            raise BadRequest(f"unknown sampling option {name!r}; known: {', '.join(SAMPLING_FIELDS)}")
-        if not _is(value, SAMPLING_FIELDS[name]):
-            raise BadRequest(f"sampling option {name!r} has the wrong type {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise BadRequest(f"sampling option {name!r} must be a finite number")
-    if "stop" in options and not all(isinstance(s, str) for s in options["stop"]):
-        raise BadRequest("sampling option 'stop' must be a list of strings")
-    if options.get("temperature", 0) < 0:
-        raise BadRequest("temperature must be 0 or more")
-    if not 0 < options.get("top_p", 1) <= 1:
-        raise BadRequest("top_p must be in (0, 1]")
-    if options.get("max_tokens", 1) < 1:
-        raise BadRequest("max_tokens must be at least 1")
-    return options
-
-
-def check_messages(messages: list) -> list:
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in CHAT_ROLES:
-            raise BadRequest(f"message {i} must be a map with a role in {CHAT_ROLES} and a string content")
-    if not messages:
-        raise BadRequest("chat needs at least one message")
-    return messages
-
-
-def _check_payload(msg: dict) -> None:
-    if "options" in msg:
-        check_options(msg["options"])
-    if "messages" in msg:
-        check_messages(msg["messages"])
-
-
-def request_id(msg: Any) -> int | str | None:
-    """The request id of a decoded map, if it has a usable one (for replying)."""
-    if isinstance(msg, dict) and _is(msg.get("id"), _ID):
-        return msg["id"]
-    return None
-
-
-def parse_client_request(frame: bytes) -> dict[str, Any]:
-    """A validated client request. :class:`BadRequest` carries ``.request_id``
+def parse_client_request(frame: bytes) -> ClientRequest:
+    """A validated client request; :class:`BadRequest` carries ``.request_id``
     when the frame was readable enough to be answered."""
-    msg = None
+    return _decode(frame, ClientRequest, "request")
+
+
+def parse_reply(frame: bytes) -> Reply:
+    return _decode(frame, Reply, "reply")
+
+
+def parse_worker_command(frame: bytes) -> WorkerCommand:
+    return _decode(frame, WorkerCommand, "worker command")
+
+
+def parse_worker_event(frame: bytes) -> WorkerEvent:
+    return _decode(frame, WorkerEvent, "worker event")
+
+
+def check_options(options: dict[str, Any]) -> Options:
+    """Sampling options given as keyword arguments, validated as the
+    supervisor will validate them; unknown names are refused, not ignored."""
     try:
-        msg = decode(frame)
-        if not _is(msg.get("id"), _ID):
-            raise BadRequest("request needs an 'id' (int or string)")
-        op = msg.get("op")
-        if op not in CLIENT_OPS:
-            raise BadRequest(f"unknown op {op!r}; known: {', '.join(CLIENT_OPS)}")
-        _check_fields(msg, CLIENT_OPS[op], op)
-        _check_payload(msg)
-        return msg
-    except BadRequest as exc:
-        if msg is not None:
-            exc.request_id = request_id(msg)
-        raise
+        return msgspec.convert(options, Options)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid sampling options: {exc}") from None
 
 
-def parse_worker_command(frame: bytes) -> dict[str, Any]:
-    msg = decode(frame)
-    op = msg.get("op")
-    if op not in WORKER_OPS:
-        raise BadRequest(f"unknown worker op {op!r}")
-    _check_fields(msg, WORKER_OPS[op], op)
-    _check_payload(msg)
-    return msg
+def check_messages(messages: Any) -> list[Message]:
+    try:
+        checked = msgspec.convert(messages, Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)])
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid messages: {exc}; each needs a role (system, user or assistant) and a string content") from None
+    return checked
 
 
-def parse_worker_event(frame: bytes) -> dict[str, Any]:
-    msg = decode(frame)
-    if msg.get("ev") not in (READY, TOKEN, DONE, ERROR, HEARTBEAT):
-        raise BadRequest(f"unknown worker event {msg.get('ev')!r}")
-    if msg["ev"] in (TOKEN, DONE, ERROR) and not _is(msg.get("rid"), (int,)):
-        raise BadRequest("worker reply needs an int 'rid'")
-    return msg
+def to_builtins(msg: Any) -> Any:
+    """A struct as plain dicts and lists (for JSON output and old callers)."""
+    return msgspec.to_builtins(msg)
 
 
-def parse_reply(frame: bytes) -> dict[str, Any]:
-    """A reply as the client reads it."""
-    msg = decode(frame)
-    if msg.get("ev") not in (TOKEN, DONE, ERROR, RESULT):
-        raise BadRequest(f"unknown reply event {msg.get('ev')!r}")
-    return msg
+# -- builders: the only places frames are made ---------------------------------
 
+_CLIENT_OPS: dict[str, type] = {t.__struct_config__.tag: t for t in ClientRequest.__args__}
+_COMMANDS: dict[str, type] = {t.__struct_config__.tag: t for t in WorkerCommand.__args__}
+_EVENTS: dict[str, type] = {t.__struct_config__.tag: t for t in (*Reply.__args__, Ready, Heartbeat)}
 
-# Builders: the only places frames are made.
 
 def request(op: str, id: int | str, **fields: Any) -> bytes:
-    return encode({"id": id, "op": op, **fields})
+    """A client request frame. Raises :class:`BadRequest` for fields the
+    supervisor would refuse, so a bad value fails in the caller, at once."""
+    try:
+        msg = msgspec.convert({"id": id, **fields}, _CLIENT_OPS[op])
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid {op} request: {exc}") from None
+    return encode(msg)
 
 
 def command(op: str, **fields: Any) -> bytes:
-    return encode({"op": op, **fields})
+    return encode(_COMMANDS[op](**fields))
 
 
 def event(ev: str, **fields: Any) -> bytes:
-    return encode({"ev": ev, **fields})
+    return encode(_EVENTS[ev](**fields))
 
 
-def error(id: int | str | None, exc: CorralError, **fields: Any) -> bytes:
-    return encode({"id": id, "ev": ERROR, "code": exc.code, "message": exc.message, **fields})
+def error(id: int | str | None, exc: CorralError, rid: int = 0) -> bytes:
+    return encode(Error(id=id, rid=rid, code=exc.code, message=exc.message[: 64 * 1024]))
+
+
+def work(rid: int, msg: Generate | Chat | Embed) -> bytes:
+    """The command that hands a client's request to a worker."""
+    if isinstance(msg, Generate):
+        return encode(WorkGenerate(rid=rid, id=msg.id, prompt=msg.prompt, options=msg.options))
+    if isinstance(msg, Chat):
+        return encode(WorkChat(rid=rid, id=msg.id, messages=msg.messages, options=msg.options, truncate=msg.truncate))
+    return encode(WorkEmbed(rid=rid, id=msg.id, input=msg.input))

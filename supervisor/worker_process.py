@@ -52,11 +52,34 @@ class WorkerProcess:
         self.returncode: int | None = None
 
     @classmethod
+    def start(cls, module: str, args: list[str], payload: dict, log_path: Path, identity: bytes, what: str) -> "WorkerProcess":
+        """Start ``python -m module args``, its output appended to
+        ``log_path``. ``payload`` goes to its stdin as JSON, never on the
+        command line, where every local user could read it."""
+        with open(log_path, "ab") as log_file:
+            log_file.write(f"--- {what} starting at {time.ctime()}\n".encode())
+            log_file.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                # Its own process group: the stop ladder signals the whole
+                # group, and a Ctrl-C meant for `corral serve` never reaches it.
+                start_new_session=True,
+                close_fds=True,
+            )
+        try:
+            proc.stdin.write(json.dumps(payload).encode())
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once: its pidfd reports that
+        log.info("process spawned", what=what, pid=proc.pid, log=str(log_path))
+        return cls(proc, identity, log_path)
+
+    @classmethod
     def spawn(cls, spec: ModelSpec, settings: Settings, identity: bytes, log_level: str = "info") -> "WorkerProcess":
-        log_path = worker_log_path(settings, spec.name)
         args = [
-            sys.executable, "-m", "corral.workers",
-            "--spec", json.dumps(spec.to_wire()),
             "--endpoint", settings.workers_endpoint,
             "--identity", identity.decode(),
             "--parent", str(os.getpid()),
@@ -64,21 +87,13 @@ class WorkerProcess:
             "--heartbeat-liveness", str(settings.heartbeat_liveness),
             "--log-level", log_level,
         ]
-        with open(log_path, "ab") as stderr:
-            stderr.write(f"--- worker for {spec.name} starting at {time.ctime()}\n".encode())
-            stderr.flush()
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                # Its own process group: the stop ladder signals the whole
-                # group, and a Ctrl-C meant for `corral serve` never reaches it.
-                start_new_session=True,
-                close_fds=True,
-            )
-        log.info("worker spawned", model=spec.name, pid=proc.pid, log=str(log_path))
-        return cls(proc, identity, log_path)
+        return cls.start("corral.workers", args, spec.to_wire(), worker_log_path(settings, spec.name), identity,
+                         f"worker for {spec.name}")
+
+    @property
+    def sentinel(self) -> int:
+        """Readable once the process has exited."""
+        return self.pidfd
 
     # -- watching --------------------------------------------------------
 
@@ -114,7 +129,7 @@ class WorkerProcess:
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        text = text.rsplit("--- worker for ", 1)[-1].split("\n", 1)[-1]
+        text = text[text.rfind("\n--- ") + 1 :].split("\n", 1)[-1]  # this run's lines, after its "---" line
         tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
         return " | ".join(tail)[-max_chars:]
 
@@ -159,3 +174,14 @@ class WorkerProcess:
             pass
         except PermissionError:
             self.proc.send_signal(sig)
+
+
+class ProcessLauncher:
+    """Starts real worker processes. The supervisor's seam: tests hand it a
+    launcher of in-process fake workers instead, with the same handle."""
+
+    def __init__(self, settings: Settings, log_level: str = "info"):
+        self.settings, self.log_level = settings, log_level
+
+    def spawn(self, spec: ModelSpec, identity: bytes) -> WorkerProcess:
+        return WorkerProcess.spawn(spec, self.settings, identity, self.log_level)

@@ -1,7 +1,8 @@
-"""Worker entry point: ``python -m corral.workers --spec JSON ...``.
+"""Worker entry point: ``python -m corral.workers --endpoint ... < spec.json``.
 
 Started only by the supervisor, in a session of its own, with stderr going
-to its log file in ``$CORRAL_HOME/logs``.
+to its log file in ``$CORRAL_HOME/logs``. The model spec arrives as JSON on
+stdin: on the command line every local user could read it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import signal
 import sys
+
+MAX_SPEC_BYTES = 1024 * 1024
 
 
 def die_with_parent(expected_parent: int) -> None:
@@ -30,7 +33,6 @@ def die_with_parent(expected_parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral.workers")
-    parser.add_argument("--spec", required=True, help="the model spec as JSON")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--identity", required=True)
     parser.add_argument("--parent", type=int, required=True)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from corral.workers.backend import backend_class
     from corral.workers.runtime import WorkerRuntime
 
-    spec = json.loads(args.spec)
+    spec = json.loads(sys.stdin.read(MAX_SPEC_BYTES))
     configure_logging(args.log_level, process=f"worker {spec['name']}")
     get_logger().info("worker starting", pid=os.getpid(), backend=spec["backend"], path=spec["path"])
     try:

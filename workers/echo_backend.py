@@ -15,6 +15,9 @@ DEFAULT_TOKENS = 16
 
 class EchoBackend(Backend):
     name = "echo"
+    # Like a batching engine, it serves several requests at once (stepping
+    # their streams in turn), so routing is measured with work in flight.
+    parallel = 8
 
     def load(self) -> dict[str, Any]:
         return {"context_length": self.spec["context_length"], "threads": 0, "architecture": "echo"}

@@ -6,17 +6,23 @@ heartbeats and cancels, beats every interval and notices a silent
 supervisor; it never waits on the model, so a long prompt evaluation
 (llama.cpp releases the GIL) never looks like a hang. The main thread's
 data socket (identity + ``/data``) receives the work itself (generate,
-chat, shutdown, in order) and streams the replies straight back: no hop
-between threads per request or per token, which on a 2-core machine would
-take CPU from the decoding threads.
+chat, embed, shutdown, in order) and streams the replies straight back: no
+hop between threads per request or per token, which on a 2-core machine
+would take CPU from the decoding threads.
+
+The main thread drives the backend a step at a time: between two steps it
+takes new work without waiting, so a request joins the sequences already
+decoding at the next token; a finished or cancelled one leaves at once.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import threading
 import time
-from typing import Any
+from collections import deque
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -24,11 +30,24 @@ from corral.supervisor import protocol
 from corral.supervisor.errors import BadRequest, CorralError, GenerationFailed, ModelLoadFailed
 from corral.supervisor.logs import get_logger
 from corral.workers.backend import Backend, Sampling, Usage
+from corral.workers.chat_context import fit_conversation
 
 log = get_logger()
 
 # The main thread's word to the I/O thread that the worker is done.
 _STOP = "inproc://stop"
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
+@dataclass
+class Running:
+    """One sequence's place in the worker: who asked, and its clock."""
+
+    job: protocol.WorkGenerate | protocol.WorkChat
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.monotonic)
+    first: float | None = None
+    dropped: int | None = None  # turns a truncated chat left out
 
 
 class WorkerRuntime:
@@ -51,6 +70,9 @@ class WorkerRuntime:
         self.cancelled: set[int] = set()
         self._io_ready = threading.Event()
         self._data: zmq.Socket | None = None
+        self.pending: deque = deque()  # work that arrived while every sequence was taken
+        self.running: dict[int, Running] = {}
+        self.context_length = 0
 
     # -- main thread ---------------------------------------------------------
 
@@ -61,6 +83,7 @@ class WorkerRuntime:
         self._data = self.ctx.socket(zmq.DEALER)
         self._data.setsockopt(zmq.IDENTITY, self.identity + protocol.WORKER_DATA_SUFFIX)
         self._data.setsockopt(zmq.SNDHWM, 0)  # a stream is bounded; never drop a token
+        self._data.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         self._data.setsockopt(zmq.LINGER, 2000)  # deliver the last frames before exit
         self._data.connect(self.endpoint)
         code = self._load_and_serve()
@@ -80,83 +103,141 @@ class WorkerRuntime:
         except Exception as exc:  # any engine error is a failed load, reported, not raised
             log.error("load failed", error=str(exc), exc_info=True)
             err = ModelLoadFailed(f"could not load {self.backend.spec['path']}: {exc}")
-            self._send(protocol.event(protocol.ERROR, rid=0, code=err.code, message=err.message))
+            self._send(protocol.error(None, err))
             return 1
         load_ms = (time.monotonic() - started) * 1000
         log.info("model loaded", load_ms=round(load_ms, 1), **info)
-        self._send(protocol.event(protocol.READY, pid=os.getpid(), load_ms=load_ms, **info))
-        while True:
-            job = _command(self._data.recv())
-            if job is None:
-                continue
-            if job["op"] == protocol.SHUTDOWN:
-                break
-            if job["op"] in (protocol.GENERATE, protocol.CHAT):
-                self._generate(job)
+        self.context_length = info["context_length"]
+        self._send(protocol.event(
+            protocol.READY, pid=os.getpid(), load_ms=load_ms, parallel=self.backend.parallel,
+            embeddings=self.backend.embeddings, grammar=self.backend.grammar,
+            **{k: info[k] for k in ("context_length", "threads", "architecture", "chat_template") if k in info},
+        ))
+        self._serve()
         self.backend.close()
         log.info("worker stopping")
         return 0
 
+    def _serve(self) -> None:
+        shutting_down = False
+        while not (shutting_down and not self.running and not self.pending):
+            # Wait for work only when there is nothing to decode.
+            if not shutting_down:
+                if not (self.running or self.pending):
+                    self._data.poll()
+                while True:
+                    try:
+                        job = _command(self._data.recv(_NOBLOCK))
+                    except zmq.Again:
+                        break
+                    if isinstance(job, protocol.WorkShutdown):
+                        shutting_down = True  # after the work already sent
+                        break
+                    if job is not None:
+                        self.pending.append(job)
+            self._apply_cancels()
+            self._start_pending()
+            if self.running:
+                self._step()
+
     def _send(self, frame: bytes) -> None:
         self._data.send(frame)
 
-    def _generate(self, job: dict[str, Any]) -> None:
-        rid, cid = job["rid"], job.get("id")
-        usage = Usage()
-        if rid in self.cancelled:  # cancelled while it waited in this worker
-            self.cancelled.discard(rid)
-            self._send(protocol.event(protocol.DONE, rid=rid, id=cid, stopped="cancelled", usage={}, timings={}))
+    def _done(self, rid: int, cid, **fields) -> None:
+        self._send(protocol.event(protocol.DONE, rid=rid, id=cid, **fields))
+
+    def _apply_cancels(self) -> None:
+        if not self.cancelled:
             return
-        started = time.monotonic()
-        first = None
-        try:
-            sampling = Sampling.from_options(job["options"], self.backend.spec.get("stop") or ())
-            if job["op"] == protocol.CHAT:
-                prompt, template_stop = self.backend.chat_prompt(job["messages"])
-                sampling.stop = list(dict.fromkeys([*sampling.stop, *template_stop]))
-            else:
-                prompt = job["prompt"]
-            pieces = self.backend.stream(prompt, sampling, usage)
+        for rid in list(self.cancelled):
+            if rid in self.running:
+                self.backend.cancel(rid)
+                self._finish(rid, self.running[rid].usage, cancelled=True)
+                self.cancelled.discard(rid)
+        for job in [j for j in self.pending if j.rid in self.cancelled]:
+            self.pending.remove(job)
+            self.cancelled.discard(job.rid)
+            self._done(job.rid, job.id, stopped="cancelled", usage=protocol.Usage(), timings=protocol.Timings())
+
+    def _start_pending(self) -> None:
+        while self.pending and self.backend.active() < self.backend.parallel:
+            job = self.pending.popleft()
+            if isinstance(job, protocol.WorkEmbed):
+                self._embed(job)
+                continue
+            run = Running(job)
             try:
-                for piece in pieces:
-                    if rid in self.cancelled:
-                        usage.finish_reason = "cancelled"
-                        break
-                    if first is None:
-                        first = time.monotonic()
-                    self._send(protocol.event(protocol.TOKEN, rid=rid, id=cid, text=piece))
-            finally:
-                pieces.close()
-        except CorralError as exc:
-            self._send(protocol.error(cid, exc, rid=rid))
+                sampling = Sampling.from_options(job.options, self.backend.spec.get("stop") or ())
+                if isinstance(job, protocol.WorkChat):
+                    messages = [{"role": m.role, "content": m.content} for m in job.messages]
+                    if job.truncate:
+                        messages, run.dropped = fit_conversation(self.backend, messages, self.context_length,
+                                                                 sampling.max_tokens)
+                    prompt, template_stop = self.backend.chat_prompt(messages)
+                    sampling.stop = list(dict.fromkeys([*sampling.stop, *template_stop]))
+                else:
+                    prompt = job.prompt
+                self.backend.start(job.rid, prompt, sampling, run.usage)
+            except Exception as exc:
+                self._send(protocol.error(job.id, _as_error(exc), rid=job.rid))
+                continue
+            self.running[job.rid] = run
+
+    def _step(self) -> None:
+        try:
+            events = self.backend.step()
+        except Exception as exc:  # the engine failed as a whole: every sequence ends
+            log.error("decode step failed", exc_info=True)
+            for rid, run in list(self.running.items()):
+                self.backend.cancel(rid)
+                del self.running[rid]
+                self._send(protocol.error(run.job.id, _as_error(exc), rid=rid))
             return
-        except ValueError as exc:  # the engine's word for a prompt it cannot take
-            self._send(protocol.error(cid, BadRequest(str(exc)), rid=rid))
+        for rid, text, finished in events:
+            run = self.running.get(rid)
+            if run is None:
+                continue
+            if text:
+                if run.first is None:
+                    run.first = time.monotonic()
+                self._send(protocol.event(protocol.TOKEN, rid=rid, id=run.job.id, text=text))
+            if finished:
+                self._finish(rid, run.usage)
+
+    def _finish(self, rid: int, usage: Usage, cancelled: bool = False) -> None:
+        run = self.running.pop(rid)
+        if usage.error is not None and not cancelled:
+            log.info("sequence failed", rid=rid, error=str(usage.error))
+            self._send(protocol.error(run.job.id, _as_error(usage.error), rid=rid))
             return
-        except Exception as exc:
-            log.error("generation failed", rid=rid, exc_info=True)
-            self._send(protocol.error(cid, GenerationFailed(f"generation failed: {exc}"), rid=rid))
-            return
-        finally:
-            self.cancelled.discard(rid)
         ended = time.monotonic()
-        decode_s = ended - (first or ended)
+        first = run.first or ended
+        decode_s = ended - first
         # tokens/s over the decode phase: the first token ends prompt evaluation
-        tps = (usage.completion_tokens - 1) / decode_s if decode_s > 0 and usage.completion_tokens > 1 else 0.0
-        self._send(
-            protocol.event(
-                protocol.DONE,
-                rid=rid,
-                id=cid,
-                stopped=usage.finish_reason,
-                usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-                timings={
-                    "ttft_ms": ((first or ended) - started) * 1000,
-                    "total_ms": (ended - started) * 1000,
-                    "tokens_per_s": tps,
-                },
-            )
+        n = usage.completion_tokens
+        tps = (n - 1) / decode_s if decode_s > 0 and n > 1 else 0.0
+        self._done(
+            rid, run.job.id,
+            stopped="cancelled" if cancelled else usage.finish_reason,
+            usage=protocol.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=n),
+            timings=protocol.Timings(ttft_ms=(first - run.started) * 1000, total_ms=(ended - run.started) * 1000,
+                                     tokens_per_s=tps),
+            dropped_messages=run.dropped,
         )
+
+    def _embed(self, job: protocol.WorkEmbed) -> None:
+        started = time.monotonic()
+        try:
+            vectors, tokens = self.backend.embed(list(job.input))
+        except Exception as exc:
+            self._send(protocol.error(job.id, _as_error(exc), rid=job.rid))
+            return
+        for i, vector in enumerate(vectors):
+            packed = array.array("f", vector).tobytes()  # native float32: little-endian on every machine we run
+            self._send(protocol.event(protocol.EMBEDDING, rid=job.rid, id=job.id, index=i, vector=packed))
+        elapsed = (time.monotonic() - started) * 1000
+        self._done(job.rid, job.id, stopped="stop", usage=protocol.Usage(prompt_tokens=tokens),
+                   timings=protocol.Timings(ttft_ms=elapsed, total_ms=elapsed))
 
     # -- I/O thread ----------------------------------------------------------
 
@@ -201,14 +282,22 @@ class WorkerRuntime:
 
     def _on_command(self, frame: bytes) -> None:
         cmd = _command(frame)
-        if cmd is not None and cmd["op"] == protocol.CANCEL:
-            self.cancelled.add(cmd["rid"])
+        if isinstance(cmd, protocol.WorkCancel):
+            self.cancelled.add(cmd.rid)
 
 
-def _command(frame: bytes) -> dict[str, Any] | None:
+def _as_error(exc: BaseException) -> CorralError:
+    if isinstance(exc, CorralError):
+        return exc
+    if isinstance(exc, ValueError):  # the engine's word for a request it cannot take
+        return BadRequest(str(exc))
+    return GenerationFailed(f"generation failed: {exc}")
+
+
+def _command(frame: bytes):
     """A command from the supervisor, or None (logged) if it is not one."""
     try:
         return protocol.parse_worker_command(frame)
-    except BadRequest as exc:
+    except CorralError as exc:
         log.warning("dropped bad command", error=exc.message)
         return None
