@@ -14,18 +14,28 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from typing import Iterator
+import tempfile
+from typing import ContextManager, Iterator, Protocol
+
+import httpx
 
 from corral.store.artifact import Descriptor
 from corral.store.layout import Store
 from corral.store.progress import Progress
-from corral.store.registry import RegistryClient
 from corral.supervisor.errors import BlobCorrupt, RegistryError
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
 
 CHUNK = 1024 * 1024
+
+
+class BlobSource(Protocol):
+    """Where blobs come from: a registry repository, or a Hugging Face repo."""
+
+    name: str  # for messages: "localhost:5000", "huggingface.co"
+
+    def open_blob(self, digest: str, start: int = 0, end: int | None = None) -> ContextManager[httpx.Response]: ...
 
 
 @contextlib.contextmanager
@@ -51,7 +61,7 @@ def _hash_file(path: str, hasher: "hashlib._Hash") -> int:
     return n
 
 
-def _extend(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress, upto: int) -> "hashlib._Hash":
+def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progress, upto: int) -> "hashlib._Hash":
     """Grow the partial file to ``upto`` bytes (resuming); return the hash of
     its content. The caller holds the blob's lock."""
     partial = store.partial_path(desc.digest)
@@ -64,7 +74,7 @@ def _extend(store: Store, client: RegistryClient, desc: Descriptor, progress: Pr
         return hasher
     progress.layer_started(desc.digest, desc.size, have)
     end = None if upto >= desc.size else upto - 1
-    with client.open_blob(desc.digest, have, end) as response, open(partial, "ab") as out:
+    with source.open_blob(desc.digest, have, end) as response, open(partial, "ab") as out:
         if response.status_code == 200 and have:
             log.info("registry ignored the range; downloading from the start", digest=desc.digest, had=have)
             out.truncate(0)
@@ -75,7 +85,7 @@ def _extend(store: Store, client: RegistryClient, desc: Descriptor, progress: Pr
                     out.close()
                     os.unlink(partial)
                     raise BlobCorrupt(
-                        f"{client.ref.registry} sent more than the {desc.size} bytes of blob {desc.digest[:19]}; nothing was stored"
+                        f"{source.name} sent more than the {desc.size} bytes of blob {desc.digest[:19]}; nothing was stored"
                     )
                 out.write(chunk)
                 hasher.update(chunk)
@@ -87,13 +97,13 @@ def _extend(store: Store, client: RegistryClient, desc: Descriptor, progress: Pr
         os.fsync(out.fileno())
     if have < upto:
         raise RegistryError(
-            f"the download of blob {desc.digest[:19]} from {client.ref.registry} ended at {have} of {desc.size} bytes; "
+            f"the download of blob {desc.digest[:19]} from {source.name} ended at {have} of {desc.size} bytes; "
             "run the same command again to resume"
         )
     return hasher
 
 
-def read_prefix(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress, nbytes: int) -> bytes:
+def read_prefix(store: Store, source: BlobSource, desc: Descriptor, progress: Progress, nbytes: int) -> bytes:
     """The first ``nbytes`` of a blob, fetched with a Range request into its
     partial file, so the download that may follow starts after them."""
     nbytes = min(nbytes, desc.size)
@@ -103,7 +113,7 @@ def read_prefix(store: Store, client: RegistryClient, desc: Descriptor, progress
     with blob_lock(store, desc.digest, progress):
         if not store.has_blob(desc.digest):
             # silent: the layer's bar starts with these bytes already counted
-            _extend(store, client, desc, Progress(), nbytes)
+            _extend(store, source, desc, Progress(), nbytes)
             path = store.partial_path(desc.digest)
         else:
             path = store.blob_path(desc.digest)
@@ -111,7 +121,7 @@ def read_prefix(store: Store, client: RegistryClient, desc: Descriptor, progress
             return f.read(nbytes)
 
 
-def fetch_blob(store: Store, client: RegistryClient, desc: Descriptor, progress: Progress) -> bool:
+def fetch_blob(store: Store, source: BlobSource, desc: Descriptor, progress: Progress) -> bool:
     """Make the blob present and verified; ``True`` if this call downloaded it."""
     if store.has_blob(desc.digest):
         progress.layer_done(desc.digest, desc.size, "present")
@@ -120,13 +130,13 @@ def fetch_blob(store: Store, client: RegistryClient, desc: Descriptor, progress:
         if store.has_blob(desc.digest):  # another pull finished it while we waited
             progress.layer_done(desc.digest, desc.size, "present")
             return False
-        hasher = _extend(store, client, desc, progress, desc.size)
+        hasher = _extend(store, source, desc, progress, desc.size)
         partial = store.partial_path(desc.digest)
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
             os.unlink(partial)
             raise BlobCorrupt(
-                f"{client.ref.registry} sent blob {desc.digest[:19]} whose bytes hash to {actual[:19]}: "
+                f"{source.name} sent blob {desc.digest[:19]} whose bytes hash to {actual[:19]}: "
                 "the registry's copy is corrupt; nothing was stored"
             )
         commit_blob(store, str(partial), desc.digest)
@@ -141,3 +151,41 @@ def commit_blob(store: Store, verified_file: str, digest: str) -> None:
     with contextlib.suppress(OSError):
         # Waiters re-check has_blob once they hold the lock, so the file can go.
         os.unlink(store.blob_lock_path(digest))
+
+
+def import_file(store: Store, source: str) -> tuple[str, int]:
+    """Copy a local file into the store as a blob; returns (digest, size).
+    The copy is hashed as it is written, so what is stored is what was hashed."""
+    store.ensure()
+    fd, tmp = tempfile.mkstemp(dir=store.root / "incoming", prefix="import-", suffix=".partial")
+    hasher, size = hashlib.sha256(), 0
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            while block := src.read(CHUNK * 4):
+                hasher.update(block)
+                out.write(block)
+                size += len(block)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = "sha256:" + hasher.hexdigest()
+        if store.has_blob(digest):
+            os.unlink(tmp)
+        else:
+            commit_blob(store, tmp, digest)
+        return digest, size
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def store_bytes(store: Store, data: bytes) -> str:
+    """Small content (a config) as a blob; returns its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if not store.has_blob(digest):
+        store.ensure()
+        fd, tmp = tempfile.mkstemp(dir=store.root / "incoming", prefix="bytes-", suffix=".partial")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        commit_blob(store, tmp, digest)
+    return digest

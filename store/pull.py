@@ -7,11 +7,13 @@ the name. A model whose manifest is already in the store costs one request.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 from corral.configs.settings import Settings
 from corral.store import artifact
-from corral.store.blobs import fetch_blob, read_prefix
+from corral.store.blobs import fetch_blob, read_prefix, store_bytes
 from corral.store.bundle import ensure_bundle
 from corral.store.layout import Store, add_tag
 from corral.store.memory_check import check_fits, probe_header
@@ -41,6 +43,19 @@ def register(store: Store, name: str, digest: str, raw_manifest: bytes, manifest
         add_tag(entries, name, digest, [d.digest for d in manifest.blobs])
 
 
+def build_and_register(store: Store, name: str, layers: list[artifact.Descriptor], facts: dict,
+                       context_size: int | None = None) -> tuple[str, artifact.Manifest]:
+    """A model made here from verified blobs (``package``, a Hugging Face pull):
+    its config and manifest are written, and it is named ``name``."""
+    config = artifact.build_config(facts, [layer.digest for layer in layers], context_size=context_size)
+    config_desc = artifact.Descriptor(artifact.CONFIG_V01, store_bytes(store, config), len(config))
+    raw = artifact.build_manifest(config_desc, layers)
+    manifest = artifact.parse_manifest(raw)
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()  # the manifest's digest is the model's id
+    register(store, name, digest, raw, manifest)
+    return digest, manifest
+
+
 def is_complete(store: Store, digest: str, manifest: artifact.Manifest) -> bool:
     return store.has_manifest(digest) and all(store.has_blob(d.digest) for d in manifest.blobs)
 
@@ -60,13 +75,16 @@ def _check_memory(store: Store, client: RegistryClient, manifest: artifact.Manif
     check_fits(ref.display, probe, settings)
 
 
-def pull_oci(ref: Reference, settings: Settings, progress: Progress, ignore_memory_check: bool = False) -> PullResult:
+def pull_oci(ref: Reference, settings: Settings, progress: Progress, ignore_memory_check: bool = False,
+             on_found: Callable[[], None] | None = None) -> PullResult:
     store = Store(settings.models).ensure()
     with RegistryClient(ref) as client:
-        progress.status(f"pulling manifest for {ref.display}")
         raw, content_type, digest = client.get_manifest()
         manifest = artifact.parse_manifest(raw, content_type)
         artifact.check_model_manifest(manifest, ref.display)
+        if on_found:
+            on_found()
+        progress.status(f"pulling {ref.display} ({digest[7:19]})")
         name = ref.name
         if is_complete(store, digest, manifest):
             register(store, name, digest, raw, manifest)
@@ -87,17 +105,20 @@ def pull_oci(ref: Reference, settings: Settings, progress: Progress, ignore_memo
 
 
 def pull(reference: str, settings: Settings, *, progress: Progress | None = None,
-         ignore_memory_check: bool = False) -> PullResult:
-    """Pull ``reference`` (any form ``parse_reference`` takes) into the store."""
+         ignore_memory_check: bool = False, on_found: Callable[[], None] | None = None) -> PullResult:
+    """Pull ``reference`` (any form ``parse_reference`` takes) into the store.
+
+    ``on_found`` is called once the registry has shown the model exists,
+    before anything is downloaded (and before ``progress`` hears a word)."""
     ref = parse_reference(reference)
     progress = progress or Progress()
     try:
         if ref.is_huggingface:
             from corral.store.huggingface import pull_huggingface
 
-            return pull_huggingface(ref, settings, progress, ignore_memory_check)
+            return pull_huggingface(ref, settings, progress, ignore_memory_check, on_found)
         if ref.digest is None and ref.tag is None:
             raise RegistryError(f"{reference} names no tag or digest")
-        return pull_oci(ref, settings, progress, ignore_memory_check)
+        return pull_oci(ref, settings, progress, ignore_memory_check, on_found)
     finally:
         progress.close()

@@ -46,6 +46,7 @@ class RegistryClient:
 
     def __init__(self, ref: Reference, *, push: bool = False, credentials: Credentials | None = None):
         self.ref = ref
+        self.name = ref.registry
         scheme = "http" if ref.is_loopback else "https"
         self.base = f"{scheme}://{ref.api_host}"
         self.scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
