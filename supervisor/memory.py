@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from corral.configs.catalog import CTRANSFORMERS, ECHO, ModelSpec
+from corral.supervisor.errors import ModelLoadFailed
 from corral.supervisor.model_files import read_header
 
 MiB = 1024 * 1024
@@ -51,6 +52,10 @@ def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estim
     if spec.backend == ECHO:
         return Estimate(0, 0, 0, RUNTIME_BYTES[ECHO], spec.context_length)
     h = read_header(spec.path, spec.model_type)
+    if h.truncated:
+        raise ModelLoadFailed(
+            f"{spec.path} is truncated: {h.file_bytes} of {h.expected_bytes} bytes; re-download or re-copy it"
+        )
     n_ctx = context_length or spec.context_length
     if spec.backend == CTRANSFORMERS and h.context_length_trained:
         # ctransformers' GGML models size their KV cache from the file.
