@@ -22,6 +22,7 @@ from corral.client.launch import supervisor_pid
 from corral.client import render
 from corral.configs.settings import format_size, load_settings
 from corral.supervisor.errors import CorralError, UsageError
+from corral.store.autopull import ensure_pulled
 from corral.supervisor.logs import configure_logging, silence
 
 
@@ -113,6 +114,7 @@ def run(ctx: Context, model: str, prompt: tuple[str, ...], detach: bool, **opts:
     a path to a model file.
     """
     text = " ".join(prompt)
+    ensure_pulled(model, opts)
     if detach:
         if text:
             raise UsageError("--detach loads the model only; leave out the prompt")
@@ -145,6 +147,7 @@ def chat(ctx: Context, model: str, **opts: Any) -> None:
     """Chat with MODEL interactively (`/bye` leaves)."""
     if not sys.stdin.isatty():
         raise UsageError("`corral chat` needs a terminal; use `corral run MODEL PROMPT` in scripts")
+    ensure_pulled(model, opts)
     _chat(ctx, model, opts)
 
 
@@ -237,46 +240,6 @@ def ps(ctx: Context, as_json: bool) -> None:
         click.echo(render.ps_table(models))
     else:
         click.echo("No model is loaded.")
-
-
-@cli.command("list")
-@json_option
-@debug_option
-def list_models(as_json: bool) -> None:
-    """List the models in the catalog."""
-    from corral.configs.catalog import list_specs
-
-    rows = []
-    for item in list_specs(load_settings()):
-        if isinstance(item, tuple):
-            rows.append({"model": item[0], "available": False, "problem": item[1]})
-        else:
-            rows.append(
-                {
-                    "model": item.name,
-                    "available": True,
-                    "backend": item.backend,
-                    "path": item.path,
-                    "size_bytes": os.path.getsize(item.path),
-                    "context_length": item.context_length,
-                    "description": item.description,
-                    "source": item.source,
-                }
-            )
-    if as_json:
-        _print_json(rows)
-        return
-    click.echo(
-        render.table(
-            ["MODEL", "BACKEND", "SIZE", "CONTEXT", "DESCRIPTION"],
-            [
-                [r["model"], r["backend"], format_size(r["size_bytes"]), r["context_length"], r["description"]]
-                if r["available"]
-                else [r["model"], "-", "-", "-", f"unavailable: {r['problem']}"]
-                for r in rows
-            ],
-        )
-    )
 
 
 @cli.command()
@@ -443,6 +406,13 @@ def logs(model: str | None, lines: int, follow: bool) -> None:
                 click.echo(line, nl=False)
             else:
                 time.sleep(0.2)
+
+
+# The model store's commands (pull, push, package, rm, tag, df, list).
+from corral.client import store_commands  # noqa: E402
+
+for _command in (*store_commands.COMMANDS, store_commands.list_models):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
