@@ -56,7 +56,7 @@ class IndexEntry:
     files: list[str] = field(default_factory=list)  # blob digests: config and layers
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "tags": self.tags, "files": self.files}
+        return {"id": self.id, "tags": list(self.tags), "files": list(self.files)}
 
 
 class Store:

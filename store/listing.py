@@ -45,11 +45,12 @@ def model_rows(settings: Settings) -> list[dict[str, Any]]:
             rows.append(_catalog_row(item))
     for model in list_models(settings):
         c = model.config
-        rows.append({
-            "model": model.name, "available": True, "backend": "llama.cpp", "path": str(model.bundle.model_file),
+        # one row per name, as docker model list shows a model with two tags twice
+        rows.extend({
+            "model": name, "available": True, "backend": "llama.cpp", "path": str(model.bundle.model_file),
             "size_bytes": model.size, "context_length": model.context_length, "description": "",
             "source": "store", "id": model.id, "tags": list(model.as_dict()["tags"]), "created": c.created,
             "parameters": c.parameters, "quantization": c.quantization, "architecture": c.architecture,
             "context_size": c.context_size,
-        })
+        } for name in model.as_dict()["tags"] or [model.name])
     return rows

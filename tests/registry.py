@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,3 +163,108 @@ def tiny_gguf(folder: Path, seed: int = 0, **dims) -> Path:
     from tiny_models import write_tiny_llama_gguf
 
     return write_tiny_llama_gguf(folder / f"tiny-{seed}.gguf", seed=seed, **dims)
+
+
+class StallingProxy:
+    """A TCP proxy in front of the registry that forwards at most ``budget``
+    bytes of responses, then holds the rest until :meth:`release`: a pull
+    that stops half-way, at a known point, without sleeping."""
+
+    def __init__(self, upstream_port: int, budget: int | None = None):
+        self.upstream_port = upstream_port
+        self.budget = budget
+        self.sent = 0
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"localhost:{self.port}"
+
+    def release(self) -> None:
+        self.budget = None
+        self.released.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.released.set()
+        self.server.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _allow(self, n: int) -> int:
+        """How many of ``n`` response bytes may pass now (waits at the budget)."""
+        while True:
+            with self.lock:
+                if self.budget is None:
+                    self.sent += n
+                    return n
+                left = self.budget - self.sent
+                if left > 0:
+                    take = min(left, n)
+                    self.sent += take
+                    return take
+            self.released.wait()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                while data:
+                    n = self._allow(len(data)) if response else len(data)
+                    dst.sendall(data[:n])
+                    data = data[n:]
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+def push_with_oras(registry_host: str, repository: str, files: list[tuple[Path, str]], config: dict,
+                   config_media_type: str, tag: str = "latest") -> None:
+    """Push files as an artifact with the oras SDK, media types written by
+    hand: an independent client, so corral is not tested only against itself."""
+    import oras.client
+
+    folder = Path(tempfile.mkdtemp(prefix="oras-", dir="/tmp"))
+    try:
+        config_path = folder / "config.json"
+        config_path.write_text(json.dumps(config))
+        client = oras.client.OrasClient(hostname=registry_host, insecure=True)
+        client.push(
+            target=f"{registry_host}/{repository}:{tag}",
+            files=[f"{path}:{media_type}" for path, media_type in files],
+            manifest_config=f"{config_path}:{config_media_type}",
+            disable_path_validation=True,
+            quiet=True,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def dmr_config(context_size: int | None = None) -> dict:
+    """A config as Docker Model Runner writes it for a GGUF model."""
+    config = {"format": "gguf", "quantization": "F32", "parameters": "119.74 K", "architecture": "llama",
+              "size": "477 KiB"}
+    if context_size:
+        config["context_size"] = context_size
+    return {"config": config, "descriptor": {"created": "2025-06-01T12:00:00Z"},
+            "rootfs": {"type": "rootfs", "diff_ids": []}}
