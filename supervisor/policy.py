@@ -31,14 +31,20 @@ class Admission:
     refuse: str | None = None  # it can never fit: why, for the error message
 
 
-def evictable(model: Model) -> bool:
-    """A model that may be stopped to make room: loaded, doing nothing, and
-    not holding work it has not yet had a chance to start."""
+def evictable(model: Model, for_model: Model) -> bool:
+    """A model that may be stopped to make room for ``for_model``: loaded
+    and doing nothing; if it has work waiting, only once it has started a
+    request since it became ready, and only for a model that has waited
+    longer than its next request."""
     if not model.workers or model.running:
         return False
     if any(w.state != State.READY for w in model.workers):
         return False
-    return not model.has_work or model.started_since_ready > 0
+    if not model.has_work:
+        return True
+    if model.started_since_ready < 1 or model.load_waiters:
+        return False
+    return not model.queue or for_model.first_arrival() < model.queue.peek().arrived
 
 
 def admit(target: Model, models: Iterable[Model], max_loaded: int, budget: int | None) -> Admission:
@@ -70,7 +76,7 @@ def admit(target: Model, models: Iterable[Model], max_loaded: int, budget: int |
         return Admission(spawn=True)
     if fits(staying):
         return Admission(spawn=False)
-    candidates = [m for m in models if m is not target and evictable(m)]
+    candidates = [m for m in models if m is not target and evictable(m, target)]
     candidates.sort(key=lambda m: (m.has_work, m.last_used))
     victims: list[Model] = []
     for victim in candidates:
@@ -84,9 +90,11 @@ def admit(target: Model, models: Iterable[Model], max_loaded: int, budget: int |
 
 
 def may_add_replica(model: Model, models: Iterable[Model], max_loaded: int, budget: int | None) -> bool:
-    """Another worker for a model that already has one, only where it fits
-    as things stand: a replica never evicts anything."""
-    if len(model.fresh_workers) >= model.replicas or not model.queue:
+    """Another worker for a model that already has one, when more requests
+    wait than its workers can take, and only where it fits as things stand:
+    a replica never evicts anything."""
+    fresh = model.fresh_workers
+    if len(fresh) >= model.replicas or len(model.queue) <= sum(w.capacity - len(w.running) for w in fresh):
         return False
     return admit(model, models, max_loaded, budget) == Admission(spawn=True)
 

@@ -296,7 +296,7 @@ def _decode(frame: bytes, kind: Any, what: str) -> Any:
         raise BadRequest(f"{what} of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         msg = _decoders[kind].decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         error = BadRequest(f"invalid {what}: {exc}")
         error.request_id = frame_id(frame)
         raise error from None
@@ -311,7 +311,7 @@ def frame_id(frame: bytes) -> int | str | None:
     """The request id of a frame that failed to decode, if it has a usable one."""
     try:
         return _envelope.decode(frame).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
 
 
@@ -319,7 +319,7 @@ def frame_rid(frame: bytes) -> int:
     """The supervisor's request number in a worker frame (0 if none)."""
     try:
         return _envelope.decode(frame).rid
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return 0
 
 

@@ -1,0 +1,195 @@
+"""Races the supervisor must survive, played in a chosen order against its
+real event loop, with workers the test plays itself (``fake_workers``): no
+processes, no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.configs.settings import load_settings
+from corral.supervisor import client_ops, protocol
+from corral.supervisor.server import Supervisor
+from fake_workers import FakeLauncher, RawClient, run_until, serve_until
+
+
+@pytest.fixture
+def loop(tiny_catalog, monkeypatch):
+    """A supervisor on fake workers, a raw client, and the tiny catalog."""
+
+    def make(**env: str):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = load_settings()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        launcher = FakeLauncher(settings)
+        sup = Supervisor(settings, launcher=launcher)
+        client = RawClient(settings)
+        made.append((sup, launcher, client))
+        return sup, launcher, client
+
+    made: list = []
+    yield make
+    for sup, launcher, client in made:
+        client.close()
+        launcher.close()
+        sup.close()
+
+
+LLAMA, GPT2 = "test/tiny-llama", "test/tiny-gpt2"
+
+
+def serve_one(sup, worker, client, id):
+    """Let ``worker`` answer the next work it gets; the client sees it end."""
+    work = run_until(sup, lambda: worker.recv())
+    worker.answer(work)
+    return run_until(sup, lambda: client.ended(id))
+
+
+def test_request_arriving_while_its_model_is_stopping(loop):
+    # llama-swap #946: an idle unload racing a new request.
+    sup, launcher, client = loop(CORRAL_IDLE_TIMEOUT="0")
+    first = client.send("generate", model=LLAMA, prompt="hi")
+    run_until(sup, lambda: launcher.spawned)
+    launcher.spawned[0].ready()
+    assert isinstance(serve_one(sup, launcher.spawned[0], client, first), protocol.Done)
+    # keep-alive 0: the worker is told to stop ...
+    run_until(sup, lambda: isinstance(launcher.spawned[0].recv(), protocol.WorkShutdown))
+    # ... and a request arrives before it has exited.
+    second = client.send("generate", model=LLAMA, prompt="again")
+    sup.step(20)
+    assert client.ended(second) is None  # waiting, not refused, not lost
+    launcher.spawned[0].exit()
+    run_until(sup, lambda: len(launcher.spawned) == 2)
+    launcher.spawned[1].ready()
+    assert isinstance(serve_one(sup, launcher.spawned[1], client, second), protocol.Done)
+
+
+def test_worker_crash_during_load(loop):
+    sup, launcher, client = loop()
+    id = client.send("generate", model=LLAMA, prompt="hi")
+    run_until(sup, lambda: launcher.spawned)
+    launcher.spawned[0].exit(1)
+    error = run_until(sup, lambda: client.ended(id))
+    assert isinstance(error, protocol.Error) and error.code == "model_load_failed"
+    again = client.send("generate", model=LLAMA, prompt="hi")  # a fresh worker for the next one
+    run_until(sup, lambda: len(launcher.spawned) == 2)
+    launcher.spawned[1].ready()
+    assert isinstance(serve_one(sup, launcher.spawned[1], client, again), protocol.Done)
+
+
+def test_cancel_of_a_queued_request(loop):
+    sup, launcher, client = loop()
+    running = client.send("generate", model=LLAMA, prompt="long")
+    queued = client.send("generate", model=LLAMA, prompt="never")
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready()
+    work = run_until(sup, lambda: worker.recv())
+    assert work.id == running
+    client.send("cancel", id=queued)
+    done = run_until(sup, lambda: client.ended(queued))
+    assert isinstance(done, protocol.Done) and done.stopped == "cancelled"
+    worker.answer(work)
+    assert isinstance(run_until(sup, lambda: client.ended(running)), protocol.Done)
+    sup.step(20)
+    assert worker.recv() is None  # the cancelled one never reached the worker
+
+
+def test_switch_while_a_replica_loads(loop):
+    sup, launcher, client = loop(CORRAL_REPLICAS="2")
+    a1, a2 = client.send("generate", model=LLAMA, prompt="a1"), client.send("generate", model=LLAMA, prompt="a2")
+    run_until(sup, lambda: len(launcher.spawned) == 2)  # both replicas start
+    first, replica = launcher.spawned
+    first.ready()
+    work = run_until(sup, lambda: first.recv())
+    b = client.send("generate", model=GPT2, prompt="b")  # another model, while the replica still loads
+    first.answer(work)
+    sup.step(20)
+    replica.ready()
+    serve_until(sup, [first, replica], lambda: client.ended(a1) and client.ended(a2))
+    # A's workers make room for B only once both are idle; B is then served.
+    serve_until(sup, [first, replica], lambda: first.asked_to_stop and replica.asked_to_stop)
+    assert len(launcher.spawned) == 2  # B waits for the room, it does not overcommit
+    first.exit()
+    replica.exit()
+    run_until(sup, lambda: len(launcher.spawned) == 3)
+    sup.step(20)
+    assert len(launcher.spawned) == 3  # one worker for B's one request: no replica before it is needed
+    launcher.spawned[2].ready()
+    serve_until(sup, launcher.spawned[2:], lambda: client.ended(b))
+    assert all(isinstance(client.ended(i), protocol.Done) for i in (a1, a2, b))
+
+
+def test_request_arriving_during_shutdown(loop):
+    sup, launcher, client = loop()
+    loaded = client.send("load", model=LLAMA)
+    run_until(sup, lambda: launcher.spawned)
+    launcher.spawned[0].ready()
+    run_until(sup, lambda: client.ended(loaded))
+    bye = client.send("shutdown")
+    run_until(sup, lambda: isinstance(launcher.spawned[0].recv(), protocol.WorkShutdown))
+    late = client.send("generate", model=LLAMA, prompt="too late")
+    error = run_until(sup, lambda: client.ended(late))
+    assert isinstance(error, protocol.Error) and error.code == "shutting_down"
+    launcher.spawned[0].exit()
+    run_until(sup, lambda: client.ended(bye))
+    assert not sup.running
+
+
+def test_a_reused_request_id_is_refused_and_the_first_goes_on(loop):
+    sup, launcher, client = loop()
+    client.send("generate", id=7, model=LLAMA, prompt="first")
+    client.send("generate", id=7, model=LLAMA, prompt="second")
+    error = run_until(sup, lambda: client.ended(7))
+    assert isinstance(error, protocol.Error) and error.code == "bad_request" and "already in flight" in error.message
+    run_until(sup, lambda: launcher.spawned)
+    launcher.spawned[0].ready()
+    work = run_until(sup, lambda: launcher.spawned[0].recv())
+    assert work.prompt == "first"
+    launcher.spawned[0].answer(work)
+    run_until(sup, lambda: isinstance(client.last(7), protocol.Done))
+    assert [type(m).__name__ for m in client.replies[7]] == ["Error", "Token", "Done"]
+
+
+def test_an_exception_inside_the_loop_ends_that_request_only(loop, monkeypatch):
+    sup, launcher, client = loop()
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client_ops, "on_unload", broken)
+    id = client.send("unload", all=True)
+    error = run_until(sup, lambda: client.ended(id))
+    assert isinstance(error, protocol.Error) and error.code == "internal_error"
+    status = client.send("status")
+    assert isinstance(run_until(sup, lambda: client.ended(status)), protocol.Result)
+
+
+def test_a_worker_frame_that_breaks_handling_fails_its_request(loop, monkeypatch):
+    from corral.supervisor import lifecycle
+
+    sup, launcher, client = loop()
+    id = client.send("generate", model=LLAMA, prompt="hi")
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready()
+    work = run_until(sup, lambda: worker.recv())
+    monkeypatch.setattr(lifecycle, "finish", lambda *args: 1 / 0)
+    worker.send(protocol.DONE, rid=work.rid, id=work.id, stopped="stop")
+    error = run_until(sup, lambda: client.ended(id))
+    assert isinstance(error, protocol.Error) and error.code == "internal_error"
+
+
+def test_bad_worker_frames_are_dropped_not_forwarded(loop):
+    sup, launcher, client = loop()
+    id = client.send("generate", model=LLAMA, prompt="hi")
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready()
+    work = run_until(sup, lambda: worker.recv())
+    worker.data.send(b"\x81\xa2ev\xa5token")  # no rid, no text
+    worker.send(protocol.TOKEN, rid=work.rid, id="someone else", text="stolen")  # not its request's id
+    worker.answer(work, text="mine")
+    run_until(sup, lambda: client.ended(id))
+    texts = [m.text for m in client.replies[id] if isinstance(m, protocol.Token)]
+    assert texts == ["mine"]
