@@ -1,0 +1,159 @@
+"""The gateway's ASGI application: routes, middleware, errors, lifespan.
+
+Layers, outermost first: request counting (every answer, refusals
+included), Host/Origin check, CORS (only with CORRAL_HTTP_ORIGINS), API key
+and body cap, then Starlette's router. The connection to the supervisor
+opens at startup and closes at shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from importlib import resources
+from pathlib import Path
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral.configs.settings import Settings
+from corral.gateway import engines_routes, ollama_routes, openai_routes
+from corral.gateway.config import MAX_BODY_BYTES, GatewayConfig
+from corral.gateway.errors import HTTPError, error_response
+from corral.gateway.metrics import Metrics
+from corral.gateway.openapi import openapi_schema
+from corral.gateway.route_support import JSONResponse, link
+from corral.gateway.security import HostAndOrigin, KeyAndBodyLimit
+from corral.gateway.supervisor_link import SupervisorLink
+from corral.supervisor.errors import CorralError
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
+
+# Docker Model Runner serves the OpenAI routes under these prefixes too.
+OPENAI_PREFIXES = ("/v1", "/engines/v1", "/engines/llama.cpp/v1")
+
+
+async def metrics_route(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    metrics.set_models(await link(request).ps())
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def openapi_route(request: Request) -> Response:
+    return JSONResponse(openapi_schema(request.app.routes))
+
+
+def static_folder() -> Path | None:
+    """``gateway/static`` when the browser page is there."""
+    folder = Path(str(resources.files("corral.gateway").joinpath("static")))
+    return folder if (folder / "index.html").is_file() else None
+
+
+def api_routes() -> list[BaseRoute]:
+    table: list[BaseRoute] = []
+    for prefix in OPENAI_PREFIXES:
+        table += openai_routes.routes(prefix)
+    table += ollama_routes.routes() + engines_routes.routes()
+    table += [
+        Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/openapi.json", openapi_route, methods=["GET"]),
+    ]
+    folder = static_folder()
+    if folder is not None:
+        table.append(Mount("/ui", StaticFiles(directory=folder, html=True), name="ui"))
+    return table
+
+
+async def _corral_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CorralError)
+    if exc.code not in ("model_not_found", "bad_request", "bad_usage"):
+        log.info("request failed", path=request.url.path, code=exc.code, error=exc.message)
+    return error_response(exc, request.url.path)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error = HTTPError("method_not_allowed", f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = HTTPError("not_found", f"no route {request.url.path}; GET /openapi.json lists the routes")
+    return error_response(error, request.url.path)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    trace = "".join(traceback.format_exception(exc))
+    log.error("unexpected error", path=request.url.path, error=repr(exc), traceback=trace[-4000:])
+    return error_response(CorralError(f"internal error in the gateway ({type(exc).__name__}); see the gateway log"), request.url.path)
+
+
+class CountRequests:
+    """Counts every answer by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:
+            # Answered (500) and logged by the app's handler already; raised
+            # on, uvicorn would only log it a second time.
+            pass
+        finally:
+            route = scope.get("route")
+            self.metrics.count_request(getattr(route, "path", "unmatched"), status)
+
+
+def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        supervisor = SupervisorLink(settings, metrics)
+        await supervisor.start()
+        app.state.link = supervisor
+        log.info("gateway ready", address=config.address, socket=str(settings.socket_path))
+        try:
+            yield
+        finally:
+            await supervisor.close()
+
+    app = Starlette(
+        routes=api_routes(),
+        lifespan=lifespan,
+        exception_handlers={CorralError: _corral_error, HTTPException: _http_error, Exception: _unexpected},
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.config = config
+    outer: ASGIApp = KeyAndBodyLimit(app, config, MAX_BODY_BYTES)
+    if config.origins:
+        outer = CORSMiddleware(
+            outer,
+            allow_origins=list(config.origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Preload-Only"],
+            max_age=600,
+        )
+    outer = HostAndOrigin(outer, config)
+    return CountRequests(outer, metrics)

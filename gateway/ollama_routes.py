@@ -1,0 +1,226 @@
+"""Ollama's API under ``/api``: chat and generate (NDJSON streams by
+default), tags, ps, show, embed and version, with Ollama's field names,
+durations in nanoseconds and ``{"error": "..."}`` bodies."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from corral.configs.settings import parse_duration
+from corral.gateway import route_support as rs
+from corral.gateway import sampling, schemas
+from corral.gateway.errors import ollama_body, status_for
+from corral.gateway.model_listing import ModelInfo, find_model, list_models
+from corral.gateway.route_support import JSONResponse
+from corral.gateway.sse import EventStream, ndjson
+from corral.gateway.supervisor_link import Generation
+from corral.supervisor.errors import BadRequest, Cancelled, CorralError
+
+# Ollama's "never expires" in /api/ps.
+_FOREVER = "2318-11-24T00:00:00Z"
+_MS_NS = 1_000_000
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _stats(generation: Generation, started: float) -> dict[str, Any]:
+    """The closing object's counts and durations (nanoseconds)."""
+    timings = generation.timings
+    ttft_ms, total_ms = timings.get("ttft_ms", 0.0), timings.get("total_ms", 0.0)
+    return {
+        "done_reason": generation.stopped or "stop",
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "load_duration": int(generation.load_ms * _MS_NS),
+        "prompt_eval_count": generation.usage.get("prompt_tokens", 0),
+        "prompt_eval_duration": int(ttft_ms * _MS_NS),
+        "eval_count": generation.usage.get("completion_tokens", 0),
+        "eval_duration": int(max(0.0, total_ms - ttft_ms) * _MS_NS),
+    }
+
+
+class _Request:
+    """What /api/chat and /api/generate share once their bodies are read."""
+
+    def __init__(self, req: schemas.OllamaRequest, chat: bool):
+        self.model = sampling.model_name(req.model)
+        self.chat = chat
+        self.stream = req.stream
+        self.options = sampling.ollama_options(req.options, req.format)
+        self.keep_alive = req.keep_alive
+        self.load_options: dict[str, Any] = {}
+        if req.keep_alive is not None:
+            self.load_options["keep_alive"] = req.keep_alive
+        if req.options is not None and req.options.num_ctx is not None:
+            self.load_options["context_length"] = req.options.num_ctx
+        self.started = time.perf_counter()
+
+    def frame(self, text: str, done: bool, **extra: Any) -> dict:
+        out: dict[str, Any] = {"model": self.model, "created_at": _now_iso()}
+        if self.chat:
+            out["message"] = {"role": "assistant", "content": text}
+        else:
+            out["response"] = text
+        out["done"] = done
+        out.update(extra)
+        return out
+
+
+async def _load_or_unload(request: Request, r: _Request) -> Response:
+    """An empty prompt loads the model; with keep_alive 0 it unloads it."""
+    link = rs.link(request)
+    if r.keep_alive is not None and parse_duration(r.keep_alive, "keep_alive") == 0:
+        await link.unload(r.model)
+        return JSONResponse(r.frame("", True, done_reason="unload"))
+    await link.load(r.model, **r.load_options)
+    return JSONResponse(r.frame("", True, done_reason="load"))
+
+
+async def _ndjson_chunks(r: _Request, generation: Generation) -> AsyncIterator[bytes]:
+    try:
+        async for piece in generation:
+            yield ndjson(r.frame(piece, False))
+        if generation.stopped == "cancelled":
+            raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
+        yield ndjson(r.frame("", True, **_stats(generation, r.started)))
+    except CorralError as exc:
+        yield ndjson(ollama_body(exc, status_for(exc)))
+
+
+async def _answer(request: Request, r: _Request, op: str, payload: Any) -> Response:
+    options = {**r.options, **r.load_options}
+    if not r.stream:
+        generation, text = await rs.complete(request, op, r.model, payload, options)
+        return JSONResponse(r.frame(text, True, **_stats(generation, r.started)))
+    generation = await rs.open_generation(request, op, r.model, payload, options)
+    return EventStream(_ndjson_chunks(r, generation), generation.cancel, "application/x-ndjson")
+
+
+async def generate(request: Request) -> Response:
+    req = await rs.body(request, schemas.OllamaGenerateRequest)
+    r = _Request(req, chat=False)
+    if req.images:
+        raise BadRequest("images: corral's models take text only")
+    if not req.prompt:
+        return await _load_or_unload(request, r)
+    if req.raw:
+        return await _answer(request, r, "generate", req.prompt)
+    messages = ([{"role": "system", "content": req.system}] if req.system else []) + [{"role": "user", "content": req.prompt}]
+    return await _answer(request, r, "chat", messages)
+
+
+async def chat(request: Request) -> Response:
+    req = await rs.body(request, schemas.OllamaChatRequest)
+    r = _Request(req, chat=True)
+    if req.tools:
+        raise BadRequest("tools: corral does not run tool calls; send the request without tools")
+    if not req.messages:
+        return await _load_or_unload(request, r)
+    return await _answer(request, r, "chat", sampling.ollama_messages(req.messages))
+
+
+def _details(info: ModelInfo) -> dict:
+    return {
+        "parent_model": "",
+        "format": info.format,
+        "family": info.family,
+        "families": [info.family],
+        "parameter_size": info.parameters,
+        "quantization_level": info.quantization,
+    }
+
+
+
+async def tags(request: Request) -> Response:
+    models = [
+        {"name": m.tagged_name, "model": m.tagged_name, "modified_at": rs.iso_time(m.created), "size": m.size, "digest": m.digest, "details": _details(m)}
+        for m in list_models(rs.settings(request))
+    ]
+    return JSONResponse({"models": models})
+
+
+async def ps(request: Request) -> Response:
+    settings = rs.settings(request)
+    out = []
+    for row in await rs.link(request).ps():
+        if row.get("replica_of"):
+            continue  # Ollama lists a model once
+        try:
+            info = find_model(settings, row["model"])
+        except CorralError:
+            continue
+        expires = row.get("expires_at")
+        out.append({
+            "name": info.tagged_name,
+            "model": info.tagged_name,
+            "size": row.get("rss_bytes") or row.get("estimate_bytes") or info.size,
+            "digest": info.digest,
+            "details": _details(info),
+            "expires_at": rs.iso_time(expires) if expires is not None else _FOREVER,
+            "size_vram": 0,
+            "context_length": row.get("context_length"),
+        })
+    return JSONResponse({"models": out})
+
+
+async def show(request: Request) -> Response:
+    req = await rs.body(request, schemas.OllamaShowRequest)
+    name = req.model or req.name
+    if not name:
+        raise BadRequest("model: name the model to show")
+    info = find_model(rs.settings(request), sampling.model_name(name))
+    return JSONResponse({
+        "modelfile": f"# corral catalog entry\nFROM {info.name}\n",
+        "parameters": f"num_ctx {info.context_length}",
+        "template": "",
+        "details": _details(info),
+        "model_info": info.metadata,
+        "capabilities": ["completion"] + (["embedding"] if info.backend == "llama.cpp" else []),
+        "modified_at": rs.iso_time(info.created),
+    })
+
+
+async def embed(request: Request) -> Response:
+    req = await rs.body(request, schemas.OllamaEmbedRequest)
+    model = sampling.model_name(req.model)
+    inputs = [req.input] if isinstance(req.input, str) else req.input
+    started = time.perf_counter()
+    kwargs = {"keep_alive": req.keep_alive} if req.keep_alive is not None else {}
+    result = await rs.link(request).embed(model, inputs, **kwargs)
+    return JSONResponse({
+        "model": model,
+        "embeddings": result["embeddings"],
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "prompt_eval_count": result.get("usage", {}).get("prompt_tokens", 0),
+    })
+
+
+def _version() -> str:
+    try:
+        return metadata.version("corral")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": _version()})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/api/chat", chat, methods=["POST"]),
+        Route("/api/generate", generate, methods=["POST"]),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/tags", tags, methods=["GET"]),
+        Route("/api/ps", ps, methods=["GET"]),
+        Route("/api/show", show, methods=["POST"]),
+        Route("/api/version", version, methods=["GET"]),
+    ]

@@ -1,0 +1,158 @@
+"""OpenAI's API: chat completions, completions, embeddings and models.
+
+Docker Model Runner serves the same routes under ``/engines/v1`` and
+``/engines/llama.cpp/v1``; ``app.py`` mounts this table at all three.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from corral.gateway import route_support as rs
+from corral.gateway import sampling, schemas
+from corral.gateway.errors import openai_body, status_for
+from corral.gateway.route_support import JSONResponse
+from corral.gateway.model_listing import ModelInfo, find_model, list_models
+from corral.gateway.sse import SSE_DONE, SSE_HEADERS, EventStream, sse
+from corral.gateway.supervisor_link import Generation
+from corral.supervisor.errors import BadRequest, Cancelled, CorralError
+
+
+def _usage(generation: Generation) -> dict[str, int]:
+    prompt = generation.usage.get("prompt_tokens", 0)
+    completion = generation.usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class _Shape:
+    """How chat and plain completions differ on the wire."""
+
+    def __init__(self, chat: bool, model: str):
+        self.chat = chat
+        self.model = model
+        self.id = ("chatcmpl-" if chat else "cmpl-") + os.urandom(12).hex()
+        self.created = rs.unix_now()
+        self.object = "chat.completion" if chat else "text_completion"
+        self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
+
+    def _frame(self, object: str, choices: list, **extra: Any) -> dict:
+        return {"id": self.id, "object": object, "created": self.created, "model": self.model, "system_fingerprint": None, "choices": choices, **extra}
+
+    def _choice(self, text: str | None, finish: str | None, *, delta: dict | None = None) -> dict:
+        if not self.chat:
+            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        if delta is not None:
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+
+    def whole(self, generation: Generation, text: str) -> dict:
+        return self._frame(self.object, [self._choice(text, generation.stopped)], usage=_usage(generation))
+
+    def chunk(self, piece: str, *, first: bool = False, usage: bool = False) -> dict:
+        delta = {"role": "assistant", "content": piece} if first else {"content": piece}
+        extra = {"usage": None} if usage else {}
+        return self._frame(self.chunk_object, [self._choice(piece, None, delta=delta)], **extra)
+
+    def final(self, generation: Generation, usage: bool) -> dict:
+        extra = {"usage": None} if usage else {}
+        return self._frame(self.chunk_object, [self._choice("", generation.stopped, delta={})], **extra)
+
+    def usage_chunk(self, generation: Generation) -> dict:
+        return self._frame(self.chunk_object, [], usage=_usage(generation))
+
+
+async def _sse_chunks(shape: _Shape, generation: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+    first = shape.chat
+    try:
+        async for piece in generation:
+            yield sse(shape.chunk(piece, first=first, usage=include_usage))
+            first = False
+        if generation.stopped == "cancelled":
+            raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
+        if first:  # an empty answer still announces the assistant's turn
+            yield sse(shape.chunk("", first=True, usage=include_usage))
+        yield sse(shape.final(generation, include_usage))
+        if include_usage:
+            yield sse(shape.usage_chunk(generation))
+    except CorralError as exc:
+        # The status line is gone already: the error travels as an event.
+        yield sse(openai_body(exc, status_for(exc)))
+    yield SSE_DONE
+
+
+async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, payload: Any, options: dict) -> Response:
+    if rs.preload_only(request):
+        await rs.link(request).load(model)
+        return JSONResponse({"model": model, "preloaded": True})
+    shape = _Shape(op == "chat", model)
+    if not req.stream:
+        generation, text = await rs.complete(request, op, model, payload, options)
+        return JSONResponse(shape.whole(generation, text))
+    generation = await rs.open_generation(request, op, model, payload, options)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return EventStream(_sse_chunks(shape, generation, include_usage), generation.cancel, "text/event-stream", SSE_HEADERS)
+
+
+async def chat_completions(request: Request) -> Response:
+    req = await rs.body(request, schemas.ChatCompletionRequest)
+    model = sampling.model_name(req.model)
+    if req.tools:
+        raise BadRequest("tools: corral does not run tool calls; send the request without tools")
+    options = sampling.openai_options(req, max_tokens=req.max_completion_tokens or req.max_tokens, response_format=req.response_format)
+    return await _answer(request, req, "chat", model, sampling.openai_messages(req.messages), options)
+
+
+async def completions(request: Request) -> Response:
+    req = await rs.body(request, schemas.CompletionRequest)
+    model = sampling.model_name(req.model)
+    if req.echo:
+        raise BadRequest("echo: corral does not echo the prompt; leave echo unset")
+    if req.suffix:
+        raise BadRequest("suffix: corral does not fill in the middle; leave suffix unset")
+    prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+    return await _answer(request, req, "generate", model, prompt, sampling.openai_options(req))
+
+
+def _vector(values: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":  # little-endian float32, as OpenAI sends it
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return values
+
+
+async def embeddings(request: Request) -> Response:
+    req = await rs.body(request, schemas.EmbeddingRequest)
+    model = sampling.model_name(req.model)
+    inputs = [req.input] if isinstance(req.input, str) else req.input
+    result = await rs.link(request).embed(model, inputs)
+    data = [{"object": "embedding", "index": i, "embedding": _vector(v, req.encoding_format)} for i, v in enumerate(result["embeddings"])]
+    tokens = result.get("usage", {}).get("prompt_tokens", 0)
+    return JSONResponse({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def model_object(info: ModelInfo) -> dict:
+    return {"id": info.name, "object": "model", "created": info.created, "owned_by": "corral"}
+
+
+async def models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [model_object(m) for m in list_models(rs.settings(request))]})
+
+
+async def model(request: Request) -> Response:
+    return JSONResponse(model_object(find_model(rs.settings(request), request.path_params["name"])))
+
+
+def routes(prefix: str = "/v1") -> list[Route]:
+    return [
+        Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+        Route(f"{prefix}/completions", completions, methods=["POST"]),
+        Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
+        Route(f"{prefix}/models", models, methods=["GET"]),
+        Route(f"{prefix}/models/{{name:path}}", model, methods=["GET"]),
+    ]

@@ -1,0 +1,213 @@
+"""Request bodies of every route, as msgspec structs.
+
+One definition serves three jobs: decoding (fast, in one pass, and the error
+names the field: ``max_tokens: Expected `int` >= 1``), bounds on every value,
+and the gateway's OpenAPI schema (``openapi.py``). Fields that clients send
+but corral does not use are ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from corral.supervisor.errors import BadRequest
+
+ModelName = Annotated[str, Meta(min_length=1, max_length=256, description="a catalog or store name, e.g. ai/smollm2", examples=["ai/smollm2"])]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+TopP = Annotated[float, Meta(gt=0, le=1)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+# A bound on generation length keeps one request from holding a worker for
+# ever; no model here has a longer context.
+MaxTokens = Annotated[int, Meta(ge=1, le=1_048_576)]
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Stop = str | Annotated[list[Annotated[str, Meta(max_length=256)]], Meta(max_length=16)]
+KeepAlive = Annotated[str, Meta(max_length=32)] | float
+
+
+class Sampling(Struct, kw_only=True):
+    """Sampling fields shared by the OpenAI routes (with llama-server's
+    extensions top_k, min_p, repeat_penalty)."""
+
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: Annotated[int, Meta(ge=0, le=100_000)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool | None = None
+    user: str | None = None
+
+
+class StreamOptions(Struct):
+    include_usage: bool = False
+
+
+class ContentPart(Struct):
+    type: Annotated[str, Meta(max_length=32)]
+    text: str | None = None
+
+
+class ChatMessage(Struct):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class ResponseFormatText(Struct, tag_field="type", tag="text"):
+    pass
+
+
+class ResponseFormatJSONObject(Struct, tag_field="type", tag="json_object"):
+    pass
+
+
+class JSONSchemaSpec(Struct):
+    name: Annotated[str, Meta(max_length=64)] = "response"
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponseFormatJSONSchema(Struct, tag_field="type", tag="json_schema"):
+    json_schema: JSONSchemaSpec
+
+
+ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema
+
+
+class ChatCompletionRequest(Sampling, kw_only=True):
+    model: ModelName
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=4096)]
+    max_completion_tokens: MaxTokens | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(Sampling, kw_only=True):
+    model: ModelName
+    prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
+    echo: bool = False
+    suffix: str | None = None
+
+
+class EmbeddingRequest(Struct, kw_only=True):
+    model: ModelName
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class UnloadRequest(Struct, kw_only=True):
+    all: bool = False
+    backend: str = ""
+    models: Annotated[list[ModelName], Meta(max_length=256)] = []
+
+
+# -- Ollama --------------------------------------------------------------
+
+
+class OllamaOptions(Struct, kw_only=True):
+    """The options corral applies; Ollama's other knobs (GPU layers, NUMA, ...)
+    are accepted and ignored, as Ollama itself ignores unknown ones."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: Annotated[int, Meta(ge=0, le=100_000)] | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    seed: Seed | None = None
+    num_predict: Annotated[int, Meta(ge=-2, le=1_048_576)] | None = None
+    stop: Stop | None = None
+    num_ctx: Annotated[int, Meta(ge=16, le=1_048_576)] | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0, le=10)] | None = None
+    repeat_last_n: Annotated[int, Meta(ge=-1, le=1_048_576)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+
+
+class OllamaMessage(Struct, kw_only=True):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[str] | None = None
+
+
+class OllamaRequest(Struct, kw_only=True):
+    model: ModelName
+    stream: bool = True
+    options: OllamaOptions | None = None
+    keep_alive: KeepAlive | None = None
+    format: Annotated[str, Meta(max_length=16)] | dict[str, Any] | None = None
+
+
+class OllamaGenerateRequest(OllamaRequest, kw_only=True):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class OllamaChatRequest(OllamaRequest, kw_only=True):
+    messages: Annotated[list[OllamaMessage], Meta(max_length=4096)] = []
+    tools: list[dict[str, Any]] | None = None
+
+
+class OllamaShowRequest(Struct, kw_only=True):
+    model: ModelName | None = None
+    name: ModelName | None = None
+
+
+class OllamaEmbedRequest(Struct, kw_only=True):
+    model: ModelName
+    input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
+    keep_alive: KeepAlive | None = None
+
+
+REQUEST_BODIES: tuple[type, ...] = (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    UnloadRequest,
+    OllamaGenerateRequest,
+    OllamaChatRequest,
+    OllamaShowRequest,
+    OllamaEmbedRequest,
+)
+
+T = TypeVar("T")
+_decoders: dict[type, msgspec.json.Decoder] = {}
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """The body as ``kind``, or BadRequest naming the field that is wrong."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(_field_message(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+
+
+def _field_message(text: str) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.max_tokens``` as
+    ``max_tokens: Expected `int`, got `str```."""
+    match = _PATH.search(text)
+    if match and match[1]:
+        return f"{match[1]}: {text[: match.start()]}"
+    if text.startswith("Object missing required field"):
+        return text.replace("Object missing", "the request body is missing")
+    return f"the request body: {text}"
