@@ -15,7 +15,7 @@ from corral.configs.catalog import DEFAULT_CONTEXT_LENGTH, LLAMA_CPP, ModelSpec
 from corral.configs.settings import Settings, format_size
 from corral.supervisor.errors import InsufficientMemory, ModelLoadFailed
 from corral.supervisor.memory import Estimate, estimate_memory
-from corral.supervisor.model_files import ModelHeader, read_header
+from corral.supervisor.model_files import HeaderIncomplete, ModelHeader, read_header_bytes
 
 FIRST_PROBE_BYTES = 4 * 1024 * 1024
 MAX_PROBE_BYTES = 128 * 1024 * 1024
@@ -28,21 +28,20 @@ class Probe:
 
 
 def probe_prefix(prefix: bytes, file_size: int, context_length: int) -> Probe:
-    """The header and estimate of a GGUF file from its first bytes.
+    """The header and estimate of a GGUF file from its first bytes; raises
+    :class:`HeaderIncomplete` when they end inside the header.
 
-    The one place that parses a prefix: once ``model_files`` offers
-    ``read_header_bytes(data, file_size)``, it replaces the temporary file.
-    A sparse file of the full size keeps the weights' size right.
+    ``estimate_memory`` reads its header from a path, so the estimate runs on
+    a sparse file of the full size holding the prefix (no disk used for the
+    rest); an estimator taking a header would make the file unnecessary.
     """
+    header = read_header_bytes(prefix, file_size)
     with tempfile.NamedTemporaryFile(prefix="corral-header-", suffix=".gguf") as f:
         f.write(prefix)
         f.truncate(file_size)
         f.flush()
-        header = read_header(f.name)
         spec = ModelSpec(name="probe", path=f.name, backend=LLAMA_CPP, context_length=context_length)
         estimate = estimate_memory(spec)
-    if file_size - header.weights_bytes > len(prefix):
-        raise ModelLoadFailed("the GGUF header runs past the bytes read")
     return Probe(header, estimate)
 
 
@@ -56,7 +55,7 @@ def probe_header(read: Callable[[int], bytes], file_size: int, context_length: i
             raise ModelLoadFailed("the model's first weights layer is not a GGUF file")
         try:
             return probe_prefix(prefix, file_size, context_length or DEFAULT_CONTEXT_LENGTH)
-        except ModelLoadFailed:
+        except HeaderIncomplete:
             if len(prefix) >= file_size or n >= MAX_PROBE_BYTES:
                 raise
         n *= 4
