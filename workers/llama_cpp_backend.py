@@ -1,65 +1,116 @@
-"""The llama.cpp backend (llama-cpp-python) for GGUF files."""
+"""The llama.cpp backend (llama-cpp-python's bindings) for GGUF files.
+
+The model and its context are built here directly (not through
+``llama_cpp.Llama``) so that one context can hold ``parallel`` sequences;
+:mod:`corral.workers.llama_batch` decodes them together, and
+:mod:`corral.workers.llama_sampling` gives each its sampler chain.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
+import itertools
+import math
 import os
-import random
 from typing import Any, Iterator
 
 from corral.workers.backend import Backend, Sampling, Usage
-from corral.workers.text_stream import decode_tokens, token_limit
+
+# Sequences decoded together unless the catalog or CORRAL_PARALLEL says
+# otherwise: measured in bench/batching.py (see the README's Performance).
+DEFAULT_PARALLEL = 4
+# Prompt tokens evaluated per step: a long prompt delays the other
+# sequences' next token by one chunk at most.
+DEFAULT_CHUNK = 128
 
 
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
+    embeddings = True
+    grammar = True
 
     def load(self) -> dict[str, Any]:
+        spec = self.spec
+        threads = int(spec.get("threads") or os.cpu_count() or 1)
+        self.parallel = max(1, int(spec.get("parallel") or DEFAULT_PARALLEL))
+        chunk = max(16, int(spec.get("chunk") or DEFAULT_CHUNK))
+        apply_poll(spec.get("poll"))
         # Imported here so that a broken llama.cpp install fails this
         # backend's workers, never the supervisor or another backend.
-        from llama_cpp import Llama
+        import llama_cpp as L
+        from llama_cpp._internals import LlamaModel
+        from llama_cpp._logger import set_verbose
+
+        from corral.workers.llama_batch import Engine
+        from corral.workers.llama_sampling import model_sampling_defaults
+
+        set_verbose(False)  # llama.cpp's chatter would only fill the worker log
+        self._L = L
+        model_params = L.llama_model_default_params()
+        model_params.use_extra_bufts = extra_buffers_allowed()
+        self.model = LlamaModel(path_model=spec["path"], params=model_params, verbose=False)
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        self.n_ctx_seq = int(spec["context_length"])
+        self.threads = threads
+        self.ctx = self._context(self.n_ctx_seq * self.parallel, self.parallel, batch=chunk + self.parallel, embeddings=False)
+        self.metadata = self.model.metadata()
+        self.sampling_defaults = model_sampling_defaults(self.metadata)
+        self._bos = self.model.token_bos()
+        self._bos_text = self.model.token_get_text(self._bos) if self._bos != -1 else "\0"
+        self.pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.engine = Engine(self.ctx, self.vocab, parallel=self.parallel, n_ctx_seq=self.n_ctx_seq, chunk=chunk,
+                             token_bytes=self._piece)
+        self._embed_ctx = None
+        self._stream_ids = itertools.count(-1, -1)  # stream() runs under ids no runtime uses
+        self.formatter = self._formatter()
+        return {
+            "context_length": self.n_ctx_seq,
+            "threads": threads,
+            "parallel": self.parallel,
+            "architecture": self.metadata.get("general.architecture"),
+            "chat_template": ("catalog" if spec.get("chat_template") else "gguf") if self.formatter else None,
+        }
+
+    def _context(self, n_ctx: int, n_seq: int, *, batch: int, embeddings: bool) -> Any:
+        L = self._L
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_seq_max = n_seq
+        params.n_batch = params.n_ubatch = batch
+        params.n_threads = params.n_threads_batch = self.threads
+        # One cache for all sequences: any mix of sequences goes in one
+        # micro-batch (a split cache needs consecutive sequence ids for that).
+        params.kv_unified = self.spec.get("kv_unified", True)
+        # Flash attention skips the cells of other sequences (masked) and
+        # keeps the attention buffers small.
+        params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        params.no_perf = True
+        params.embeddings = embeddings
+        if embeddings:
+            params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+        ctx = L.llama_init_from_model(self.model.model, params)
+        if not ctx:
+            params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
+            ctx = L.llama_init_from_model(self.model.model, params)
+        if not ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        return ctx
+
+    def _formatter(self) -> Any:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        threads = self.spec.get("threads") or os.cpu_count() or 1
-        with _without_extra_buffers_on_amx():
-            self.llm = Llama(
-                model_path=self.spec["path"],
-                n_ctx=self.spec["context_length"],
-                n_threads=threads,
-                n_threads_batch=threads,
-                # llama.cpp's own chatter would only fill the worker log.
-                verbose=False,
-            )
-        template = self.spec.get("chat_template") or self.llm.metadata.get("tokenizer.chat_template")
-        self.formatter = None
-        if template:
-            model = self.llm._model
-            eos, bos = self.llm.token_eos(), self.llm.token_bos()
-            self.formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
-                add_generation_prompt=True,
-            )
-        import ctypes
-
-        import llama_cpp
-        from llama_cpp._internals import LlamaBatch
-
-        self._llama_cpp = llama_cpp
-        self.n_ctx = self.llm.n_ctx()
-        self.n_batch = self.llm.n_batch
-        self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1)
-        self.vocab = self.llm._model.vocab
-        self.cached: list[int] = []  # tokens whose K and V are in the cache, in order
-        self.pieces: dict[int, bytes] = {}
-        self.piece_buf = ctypes.create_string_buffer(256)
-        return {
-            "context_length": self.llm.n_ctx(),
-            "threads": threads,
-            "architecture": self.llm.metadata.get("general.architecture"),
-            "chat_template": "gguf" if template and not self.spec.get("chat_template") else ("catalog" if template else None),
-        }
+        template = self.spec.get("chat_template") or self.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        eos = self.model.token_eos()
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self._bos_text if self._bos != -1 else "",
+            add_generation_prompt=True,
+        )
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
         if self.formatter is None:
@@ -71,106 +122,113 @@ class LlamaCppBackend(Backend):
 
     def tokenize(self, text: str) -> list[int]:
         # A template writes its own BOS and special tokens as text.
-        return self.llm.tokenize(text.encode(), add_bos=not text.startswith(self._bos_text()), special=True)
-
-    def _bos_text(self) -> str:
-        bos = self.llm.token_bos()
-        return self.llm._model.token_get_text(bos) if bos != -1 else "\0"
+        return self.model.tokenize(text.encode(), not text.startswith(self._bos_text), True)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
-
-    def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
-        tokens = self.tokenize(prompt)
-        usage.prompt_tokens = len(tokens)
-        limit = token_limit(sampling.max_tokens, len(tokens), self.n_ctx)
-        if sampling.seed is not None:
-            # A reused prefix evaluates the rest in another batch shape, which
-            # shifts the logits a little; a seed promises the same answer
-            # every time, so the whole prompt is evaluated afresh.
-            self._forget_cache()
-        self._prefill(tokens)
-        sampler = self._sampler(sampling)
-        try:
-            yield from decode_tokens(
-                self._decode(sampler),
-                is_end=self._is_end,
-                token_bytes=self._piece,
-                stop=sampling.stop,
-                limit=limit,
-                usage=usage,
-            )
-        finally:
-            sampler.close()
-
-    # -- the low-level loop ------------------------------------------------
-    # llama-cpp-python's high-level API spends Python time per token (logits
-    # copied to numpy, bookkeeping); this loop does only what decoding needs:
-    # sample in a llama.cpp sampler chain, decode one token, repeat.
-
-    def _forget_cache(self) -> None:
-        self.llm._ctx.kv_cache_clear()
-        self.cached = []
-
-    def _prefill(self, tokens: list[int]) -> None:
-        """Evaluate the prompt, reusing the KV cache for the prefix it shares
-        with what was evaluated before (the previous turns of a chat)."""
-        keep = 0
-        for a, b in zip(self.cached, tokens):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # the last token is evaluated again for its logits
-        if keep < len(self.cached):
-            if not self.llm._ctx.kv_cache_seq_rm(0, keep, -1):
-                self._forget_cache()
-                keep = 0
-            self.cached = self.cached[:keep]
-        for start in range(keep, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            self.batch.set_batch(chunk, n_past=len(self.cached), logits_all=False)
-            self.llm._ctx.decode(self.batch)
-            self.cached.extend(chunk)
-
-    def _sampler(self, sampling: Sampling):
-        from llama_cpp._internals import LlamaSampler
-
-        sampler = LlamaSampler()
-        if sampling.repeat_penalty != 1.0:
-            sampler.add_penalties(self.llm.n_vocab(), self.llm._token_eos, self.llm._token_nl, 64,
-                                  sampling.repeat_penalty, 0.0, 0.0, False, False)
-        if sampling.temperature <= 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_top_k(sampling.top_k)
-            sampler.add_top_p(sampling.top_p, 1)
-            sampler.add_min_p(0.05, 1)
-            sampler.add_temp(sampling.temperature)
-            sampler.add_dist(sampling.seed if sampling.seed is not None else random.getrandbits(32))
-        return sampler
-
-    def _decode(self, sampler) -> Iterator[int]:
-        ctx, batch = self.llm._ctx, self.batch
-        while True:
-            token = sampler.sample(ctx, -1)  # also accepts it into the chain
-            yield token
-            batch.set_batch([token], n_past=len(self.cached), logits_all=False)
-            ctx.decode(batch)
-            self.cached.append(token)
-
-    def _is_end(self, token: int) -> bool:
-        return bool(self._llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return len(self.model.tokenize(text.encode(), False, True))
 
     def _piece(self, token: int) -> bytes:
         piece = self.pieces.get(token)
         if piece is None:
-            n = self._llama_cpp.llama_token_to_piece(self.vocab, token, self.piece_buf, len(self.piece_buf), 0, False)
-            piece = self.pieces[token] = bytes(self.piece_buf[:n])
+            n = self._L.llama_token_to_piece(self.vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+            piece = self.pieces[token] = bytes(self._piece_buf[:n])
         return piece
 
+    # -- the step contract ---------------------------------------------------
+
+    def start(self, rid: int, prompt: str, sampling: Sampling, usage: Usage) -> None:
+        from corral.workers.llama_sampling import build_sampler, resolve_sampling
+
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise ValueError("the prompt is empty; send some text")
+        settings = resolve_sampling(sampling, self.sampling_defaults)
+        sampler = build_sampler(settings, self.vocab, self.n_vocab)
+        self.engine.admit(rid, tokens, sampler, stop=list(getattr(sampling, "stop", None) or []),
+                          max_tokens=getattr(sampling, "max_tokens", None), seeded=settings["seed"] is not None,
+                          usage=usage)
+
+    def step(self) -> list[tuple[int, str, bool]]:
+        return self.engine.step()
+
+    def cancel(self, rid: int) -> None:
+        self.engine.cancel(rid)
+
+    def active(self) -> int:
+        return self.engine.active()
+
+    def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
+        """One sequence on its own, as a generator (for a runtime that serves
+        one request at a time); closing it cancels the sequence."""
+        rid = next(self._stream_ids)
+        self.start(rid, prompt, sampling, usage)
+        done = False
+        try:
+            while not done:
+                for r, text, finished in self.step():
+                    if r == rid:
+                        done = finished
+                        if text:
+                            yield text
+        finally:
+            if not done:
+                self.cancel(rid)
+
+    # -- embeddings --------------------------------------------------------------
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, L2-normalised embeddings from the same model, in a
+        second context made on first use (generation keeps its own)."""
+        L = self._L
+        if self._embed_ctx is None:
+            self._embed_ctx = self._context(self.n_ctx_seq, 1, batch=self.n_ctx_seq, embeddings=True)
+        ctx = self._embed_ctx
+        memory = L.llama_get_memory(ctx)
+        n_embd = self.model.n_embd()
+        batch = L.llama_batch_init(self.n_ctx_seq, 0, 1)
+        vectors, total = [], 0
+        try:
+            for text in texts:
+                if not text:
+                    raise ValueError("an input to embed is empty; send some text")
+                tokens = self.model.tokenize(text.encode(), True, False)
+                if len(tokens) > self.n_ctx_seq:
+                    raise ValueError(f"an input has {len(tokens)} tokens but the context holds only {self.n_ctx_seq}; shorten it")
+                total += len(tokens)
+                batch.n_tokens = len(tokens)
+                for i, t in enumerate(tokens):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, i, 1, 1
+                    batch.seq_id[i][0] = 0
+                L.llama_memory_clear(memory, True)
+                if L.llama_decode(ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed while embedding")
+                raw = L.llama_get_embeddings_seq(ctx, 0)[:n_embd]
+                norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+                vectors.append([x / norm for x in raw])
+        finally:
+            L.llama_batch_free(batch)
+        return vectors, total
+
     def close(self) -> None:
-        self.batch.close()
-        self.llm.close()
+        L = self._L
+        self.engine.close()
+        for ctx in (self._embed_ctx, self.ctx):
+            if ctx:
+                L.llama_free(ctx)
+        self._embed_ctx = self.ctx = None
+        self.model.close()
+
+
+def apply_poll(poll: Any) -> None:
+    """``poll = 0`` (spec): engine threads sleep instead of spinning while
+    they wait, for workers that share cores. llama-cpp-python's ggml runs
+    its threads with OpenMP, whose spin is set by environment variables
+    read when libgomp loads, so this must run before llama_cpp is imported
+    in the process (it does, in a worker)."""
+    if poll is None or int(poll) > 0:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "0"
 
 
 def cpu_has_amx() -> bool:
@@ -181,29 +239,12 @@ def cpu_has_amx() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _without_extra_buffers_on_amx():
+def extra_buffers_allowed() -> bool:
     """llama.cpp's AMX matrix multiply segfaults on the first multi-token
     batch on some Sapphire Rapids machines, this development machine among
     them (ggml-org/llama.cpp#20824, still open). A natively built
     llama-cpp-python uses AMX wherever the CPU has it, through the "extra
-    buffer types" (AMX, weight repacking), so those are turned off there.
-    CORRAL_LLAMA_EXTRA_BUFFERS=1 turns them back on."""
-    import llama_cpp
-    import llama_cpp.llama
-
-    if not cpu_has_amx() or os.environ.get("CORRAL_LLAMA_EXTRA_BUFFERS") == "1":
-        yield
-        return
-    default = llama_cpp.llama_model_default_params
-
-    def params():
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama.llama_cpp.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        llama_cpp.llama.llama_cpp.llama_model_default_params = default
+    buffer types" (AMX, weight repacking), so those are turned off there
+    (llama-server's --no-repack). CORRAL_LLAMA_EXTRA_BUFFERS=1 turns them
+    back on."""
+    return not cpu_has_amx() or os.environ.get("CORRAL_LLAMA_EXTRA_BUFFERS") == "1"

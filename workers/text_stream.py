@@ -49,6 +49,38 @@ class TextStream:
         return longest
 
 
+class Generation:
+    """One sequence's token-by-token bookkeeping, shared by every backend:
+    count each token, stop at the end-of-text token, a stop string or
+    ``limit`` tokens, and give back the text that is safe to show."""
+
+    def __init__(self, *, is_end: Callable[[int], bool], token_bytes: Callable[[int], bytes], stop: list[str], limit: int, usage: Usage):
+        self.is_end, self.token_bytes, self.limit, self.usage = is_end, token_bytes, limit, usage
+        self.text = TextStream(stop)
+        usage.finish_reason = "length"
+
+    def feed(self, token: int) -> tuple[str, bool]:
+        """The text this token adds, and whether the sequence has ended."""
+        usage = self.usage
+        if self.is_end(token):
+            usage.finish_reason = "stop"
+            return self.text.flush(), True
+        usage.completion_tokens += 1
+        piece = self.text.push(self.token_bytes(token))
+        if self.text.stopped:
+            usage.finish_reason = "stop"
+            return piece, True
+        if usage.completion_tokens >= self.limit:
+            usage.finish_reason = "length"
+            return piece + self.text.flush(), True
+        return piece, False
+
+    def end(self) -> str:
+        """The engine ended the text itself: what is left to show."""
+        self.usage.finish_reason = "stop"
+        return self.text.flush()
+
+
 def decode_tokens(
     tokens: Iterator[int],
     *,
@@ -58,27 +90,15 @@ def decode_tokens(
     limit: int,
     usage: Usage,
 ) -> Iterator[str]:
-    """The generation loop every backend shares: count each token, stop at
-    the end-of-text token, a stop string or ``limit`` tokens, and yield text
-    as soon as it is safe to show."""
-    text = TextStream(stop)
-    usage.finish_reason = "length"
+    """The generation loop of a backend that yields tokens one by one."""
+    generation = Generation(is_end=is_end, token_bytes=token_bytes, stop=stop, limit=limit, usage=usage)
     for token in tokens:
-        if is_end(token):
-            usage.finish_reason = "stop"
-            break
-        usage.completion_tokens += 1
-        piece = text.push(token_bytes(token))
+        piece, done = generation.feed(token)
         if piece:
             yield piece
-        if text.stopped:
-            usage.finish_reason = "stop"
+        if done:
             return
-        if usage.completion_tokens >= limit:
-            break
-    else:
-        usage.finish_reason = "stop"  # the engine ended the text itself
-    tail = text.flush()
+    tail = generation.end()
     if tail:
         yield tail
 
