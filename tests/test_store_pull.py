@@ -197,3 +197,27 @@ def _stderr_so_far(proc: subprocess.Popen) -> bytes:
         chunks += data
     proc._seen = chunks
     return chunks
+
+
+def test_gateway_pull_events_stream_progress_then_success(registry, tmp_path, corral_home):
+    """What the gateway streams for POST /api/pull, from an asyncio loop."""
+    import asyncio
+
+    from corral.configs.settings import load_settings
+    from corral.store import api
+    from corral.supervisor.errors import ModelNotFound
+
+    gguf = tiny_gguf(tmp_path, seed=7)
+    push_with_oras(registry.host, "events/tiny", [(gguf, GGUF)], dmr_config(), CONFIG)
+
+    async def collect(ref: str) -> list[dict]:
+        return [event async for event in api.pull_events(ref, load_settings())]
+
+    events = asyncio.run(collect(f"{registry.host}/events/tiny"))
+    layer = [e for e in events if e.get("digest") == sha256(gguf)]
+    assert layer and layer[-1]["completed"] == layer[-1]["total"] == gguf.stat().st_size
+    assert events[-1]["status"] == "success"
+    shown = asyncio.run(api.show_model(load_settings(), f"{registry.host}/events/tiny"))
+    assert shown["architecture"] == "llama" and shown["id"] == events[-1]["digest"]
+    with pytest.raises(ModelNotFound):
+        asyncio.run(collect(f"{registry.host}/events/missing"))
