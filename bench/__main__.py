@@ -20,6 +20,7 @@ SECTIONS = {
     "routing": "bench.routing",
     "decode": "bench.decode",
     "startup": "bench.startup",
+    "pull": "bench.pull",
 }
 
 # figure -> (goal, "min" or "max")
@@ -32,6 +33,9 @@ GOALS = {
     "routing_rps_c8": (5000.0, "min"),
     "stream_msgs_per_s": (50000.0, "min"),
     "supervisor_rss_mb": (60.0, "max"),
+    "pull_vs_curl": (0.8, "min"),
+    "pull_present_ms": (100.0, "max"),
+    "pull_present_blob_bytes": (0.0, "max"),
 }
 
 
