@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -268,3 +269,24 @@ def dmr_config(context_size: int | None = None) -> dict:
         config["context_size"] = context_size
     return {"config": config, "descriptor": {"created": "2025-06-01T12:00:00Z"},
             "rootfs": {"type": "rootfs", "diff_ids": []}}
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for the tests' stand-in servers: no access log."""
+
+    def send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """Run ``handler`` on a free loopback port in a thread; ``.shutdown()`` stops it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

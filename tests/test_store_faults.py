@@ -9,14 +9,14 @@ import json
 import os
 import signal
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import CORRAL, assert_one_line_error, wait_for
-from registry import StallingProxy, dmr_config, own_registry, push_with_oras, registry, tiny_gguf  # noqa: F401
+from registry import (  # noqa: F401
+    QuietHandler, StallingProxy, dmr_config, own_registry, push_with_oras, registry, serve, tiny_gguf,
+)
 
 GGUF = "application/vnd.docker.ai.gguf.v3"
 CONFIG = "application/vnd.docker.ai.model.config.v0.1+json"
@@ -81,7 +81,7 @@ def test_corrupt_blob_is_refused_and_nothing_is_named(corral, own_registry, tmp_
     assert not list((models / "incoming").glob("*.partial"))
 
 
-class HostileRegistry(BaseHTTPRequestHandler):
+class HostileRegistry(QuietHandler):
     """A registry that serves a manifest whose layer digest is a path."""
 
     manifest = b""
@@ -95,14 +95,7 @@ class HostileRegistry(BaseHTTPRequestHandler):
             body, ctype = self.manifest, "application/vnd.oci.image.manifest.v1+json"
         else:
             body, ctype = b"x" * 64, "application/octet-stream"
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send(200, body, ctype)
 
 
 @pytest.mark.parametrize("where", ["layer", "config"])
@@ -114,8 +107,7 @@ def test_a_digest_that_is_a_path_is_refused(corral, corral_home, where):
     HostileRegistry.manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                                            "config": good, "layers": [evil]}).encode()
     HostileRegistry.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileRegistry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(HostileRegistry)
     store = corral_home / "a" / "b" / "models"
     store.parent.mkdir(parents=True)  # "../../x" from blobs/sha256/ would land in a/b/models or above
     before = sorted(p for p in Path(corral_home).rglob("*"))

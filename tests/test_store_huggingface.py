@@ -8,19 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_one_line_error
-from registry import tiny_gguf
+from registry import QuietHandler, serve, tiny_gguf
 
 TOKEN = "hf_test_token"
 
 
-class HubStandIn(BaseHTTPRequestHandler):
+class HubStandIn(QuietHandler):
     files: dict[str, bytes] = {}  # path in the repo -> bytes
     repo = "TestOrg/Tiny-GGUF"
     seen: list[tuple[str, str, str | None]] = []  # (method, path, authorization)
@@ -30,12 +28,12 @@ class HubStandIn(BaseHTTPRequestHandler):
                     "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}}
                    for path, data in self.files.items()]
         entries.append({"type": "file", "oid": "0" * 40, "size": 12, "path": "README.md"})
-        self._send(200, json.dumps(entries).encode(), "application/json")
+        self.send(200, json.dumps(entries).encode(), "application/json")
 
     def _resolve(self, path: str) -> None:
         data = self.files.get(path)
         if data is None:
-            self._send(404, b'{"error": "Entry not found"}', "application/json")
+            self.send(404, b'{"error": "Entry not found"}', "application/json")
             return
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
@@ -55,7 +53,7 @@ class HubStandIn(BaseHTTPRequestHandler):
         HubStandIn.seen.append(("GET", self.path, self.headers.get("Authorization")))
         path = self.path.split("?", 1)[0]
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._send(401, b'{"error": "Invalid credentials"}', "application/json")
+            self.send(401, b'{"error": "Invalid credentials"}', "application/json")
         elif path == f"/api/models/{self.repo}/tree/main":
             self._tree()
         elif path.startswith(f"/{self.repo}/resolve/main/"):
@@ -67,17 +65,7 @@ class HubStandIn(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"{}")
         else:
-            self._send(404, b"{}", "application/json")
-
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+            self.send(404, b"{}", "application/json")
 
 
 @pytest.fixture
@@ -86,8 +74,7 @@ def hub(tmp_path):
     q4 = tiny_gguf(tmp_path, seed=32).read_bytes()
     HubStandIn.files = {"tiny.Q8_0.gguf": q8, "sub/tiny.Q4_K_M.gguf": q4}
     HubStandIn.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(HubStandIn)
     yield {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"}
     server.shutdown()
 
