@@ -68,6 +68,7 @@ class Settings:
     config_file: Path | None = None
     models_dir: Path | None = None  # None: $CORRAL_HOME/models
     log_level: str = "info"
+    crash_limit: int = 3  # failures within a minute that start a back-off
     parallel: int | None = None  # None: the backend's default
     http: tuple[str, int] | None = ("127.0.0.1", 12434)  # None: no gateway
     api_key: str | None = None
@@ -193,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_file=config_file,
         models_dir=Path(raw["models"]).expanduser().absolute() if raw["models"] else None,
         log_level=choice("log_level", LOG_LEVELS),
+        crash_limit=integer("crash_limit", 1),
         parallel=None if str(raw["parallel"]).lower() == "auto" else integer("parallel", 1),
         http=parse_address(raw["http"]),
         api_key=str(raw["api_key"]) or None,

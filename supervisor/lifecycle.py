@@ -169,8 +169,14 @@ def on_exit(sup: "Supervisor", worker: Worker) -> None:
     elif was == State.LOADING:
         reason = worker.load_error or f"the worker {how}; last output: {handle.stderr_tail()}"
         log.warning("load failed", model=worker.key, reason=reason)
+        if worker.load_error is None and (handle.returncode or 0) < 0:
+            # Killed by a signal (the OOM killer, a user): a crash, not a
+            # model that cannot load.
+            error = WorkerCrashed(f"the worker for {model.name} {how} while loading")
+        else:
+            error = ModelLoadFailed(f"{model.name} failed to load: {reason}")
         if not model.fresh_workers:
-            fail_waiting(sup, model, worker.kill_error or ModelLoadFailed(f"{model.name} failed to load: {reason}"))
+            fail_waiting(sup, model, worker.kill_error or error)
     else:
         log.warning("worker crashed", model=worker.key, pid=handle.pid, how=how)
     if worker.running:

@@ -16,7 +16,7 @@ from corral.supervisor.logs import get_logger
 
 log = get_logger()
 
-CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S = 3, 60.0, 60.0
+CRASH_LIMIT, CRASH_WINDOW_S, CRASH_BACKOFF_S = 3, 60.0, 60.0  # the limit is a setting (crash_limit)
 SPAWN_LIMIT = 20  # starts per window with nothing served
 
 

@@ -73,7 +73,7 @@ class Supervisor:
         self.poller.register(self.front, zmq.POLLIN)
         self.poller.register(self.back, zmq.POLLIN)
         self.table = Table()
-        self.restarter = Restarter()
+        self.restarter = Restarter(limit=settings.crash_limit)
         self.by_sentinel: dict[int, Worker] = {}
         self.next_worker = 1
         self.shutdown_requests: list[tuple[bytes, Any]] = []
