@@ -21,7 +21,7 @@ import click
 
 from corral.client.api import Client
 from corral.supervisor import protocol
-from corral.supervisor.errors import BadRequest, CorralError, UsageError
+from corral.supervisor.errors import BadRequest, Cancelled, CorralError, UsageError
 
 
 @dataclass
@@ -80,24 +80,42 @@ def read_prompts(path: Path, system: str | None) -> tuple[list[dict], list[BadLi
     return items, bad
 
 
-def done_ids(path: Path) -> set[str]:
-    """Ids already answered in OUT; cuts off a torn last line if there is one."""
+def read_output(path: Path) -> tuple[set[str], set[str]]:
+    """Ids already in OUT: those with a result and those with an error line.
+    Cuts off a torn last line if there is one."""
     if not path.exists():
-        return set()
+        return set(), set()
     data = path.read_bytes()
-    ids, good_end = set(), 0
+    answered, failed, good_end = set(), set(), 0
     for line in data.splitlines(keepends=True):
         try:
             record = json.loads(line)
-            if not line.endswith(b"\n"):
+            if not line.endswith(b"\n") or not isinstance(record, dict):
                 raise ValueError("unterminated")
         except ValueError:
             break  # a torn line can only be the last one
-        ids.add(_key(record.get("id")))
+        (failed if "error" in record else answered).add(_key(record.get("id")))
         good_end += len(line)
     if good_end < len(data):
         os.truncate(path, good_end)
-    return ids
+    return answered, failed
+
+
+def drop_error_lines(path: Path) -> None:
+    """Rewrite OUT without its error lines (--retry-errors), atomically."""
+    kept = [line for line in path.read_bytes().splitlines(keepends=True) if "error" not in json.loads(line)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(kept))
+    os.replace(tmp, path)
+
+
+# Errors that retrying cannot fix: the prompt itself is wrong. Everything
+# else (cancelled, crashed twice, busy, model not found, the supervisor
+# gone) is left out of OUT, so that running the command again retries it.
+PERMANENT = {"bad_request"}
+# Errors that every other prompt of the batch would meet too: the batch
+# stops at the first, instead of failing each prompt in turn.
+WHOLE_BATCH = {"model_not_found", "insufficient_memory", "model_load_failed", "crash_loop", "shutting_down"}
 
 
 class Progress:
@@ -152,32 +170,53 @@ def run_batch(
     skip_bad_lines: bool,
     system: str | None,
     request_kwargs: dict[str, Any],
+    retry_errors: bool = False,
 ) -> int:
     items, bad = read_prompts(input_path, system)
     for line in bad:
         click.echo(f"{input_path}:{line.number}: {line.reason}" + (" (skipped)" if skip_bad_lines else ""), err=True)
     if bad and not skip_bad_lines:
         raise UsageError(f"{len(bad)} bad input line(s) in {input_path}; fix them or pass --skip-bad-lines")
-    finished = done_ids(output_path)
+    if not output_path.parent.is_dir():
+        raise UsageError(f"cannot write {output_path}: the folder {output_path.parent} does not exist")
+    answered, failed = read_output(output_path)
+    if retry_errors and failed:
+        drop_error_lines(output_path)
+        failed = set()
+    finished = answered | failed
     todo = [item for item in items if _key(item["id"]) not in finished]
     progress = Progress(len(todo), sys.stderr)
-    fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    left_out: dict[str, CorralError] = {}  # code -> the first such error
     try:
-        try:
-            for result in client.batch(model, todo, concurrency=concurrency, **request_kwargs):
+        fd = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output_path}: {exc.strerror}") from None
+    try:
+        for result in client.batch(model, todo, concurrency=concurrency, **request_kwargs):
+            if result.finished or (result.error is not None and result.error.code in PERMANENT):
                 # One write(2) per line: a kill leaves whole lines only.
                 os.write(fd, (json.dumps(result.as_record(), ensure_ascii=False) + "\n").encode())
                 progress.update(result.usage.get("completion_tokens", 0), result.error is not None)
-        except KeyboardInterrupt:
-            progress.finish(len(bad), len(items) - len(todo))
-            click.echo(f"Interrupted; run the same command again to finish the other {len(todo) - progress.done}.", err=True)
-            return 130
-        except CorralError as exc:
-            raise type(exc)(f"{exc.message} ({progress.done} of {len(todo)} answered; run the same command again to finish)") from None
+                continue
+            error = result.error or Cancelled(f"the answer to {result.id!r} was cancelled")
+            left_out.setdefault(error.code, error)
+            if error.code in WHOLE_BATCH:
+                break
+    except KeyboardInterrupt:
+        left_out.setdefault("cancelled", Cancelled("interrupted"))
+    except CorralError as exc:  # the supervisor went away, or the like
+        left_out.setdefault(exc.code, exc)
     finally:
         os.close(fd)
-    progress.finish(len(bad), len(items) - len(todo))
+    progress.finish(len(bad), len(finished & {_key(i["id"]) for i in items}))
+    remaining = len(todo) - progress.done
+    if remaining:
+        first = next(iter(left_out.values()))
+        click.echo(f"Error: {first.message}; {remaining} prompt(s) have no result yet: run the same command again "
+                   "to retry them", err=True)
+        return first.exit_code
     if progress.errors:
-        click.echo(f"Error: {progress.errors} prompt(s) failed; their lines in {output_path} carry the error", err=True)
-        return 1
+        click.echo(f"Error: {progress.errors} prompt(s) were refused as bad requests; their lines in {output_path} "
+                   "say why (--retry-errors runs them again)", err=True)
+        return 2
     return 0

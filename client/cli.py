@@ -6,83 +6,32 @@ exit code of the error (see ``corral.supervisor.errors``), never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from corral.client.api import Client
-from corral.client.launch import supervisor_pid
 from corral.client import render
-from corral.configs.settings import format_size, load_settings
-from corral.supervisor.errors import CorralError, UsageError
+from corral.client.cli_options import (
+    Context,
+    checked_text,
+    color_option,
+    context_option,
+    debug_option,
+    json_option,
+    model_kwargs,
+    pass_ctx,
+    read_stdin,
+    sampling_kwargs,
+    sampling_options,
+)
+from corral.configs.settings import load_settings
+from corral.supervisor.errors import CorralError, SupervisorUnreachable, UsageError
 from corral.store.autopull import ensure_pulled
 from corral.supervisor.logs import configure_logging, silence
-
-
-class Context:
-    """Per-invocation state shared by the commands."""
-
-    def __init__(self) -> None:
-        self.color: bool | None = None
-        self.debug = False
-
-    def styled(self, text: str, **style: Any) -> str:
-        return click.style(text, **style) if self.color else text
-
-    def client(self, autostart: bool = True, preload: dict | None = None) -> Client:
-        return Client(load_settings(), autostart=autostart, preload=preload)
-
-
-pass_ctx = click.make_pass_decorator(Context, ensure=True)
-
-
-def _set_debug(ctx: click.Context, _param: Any, value: bool) -> bool:
-    if value:
-        ctx.ensure_object(Context).debug = True
-        configure_logging(logging.DEBUG, sys.stderr, process="cli")
-    return value
-
-
-def _set_color(ctx: click.Context, _param: Any, value: str) -> str:
-    obj = ctx.ensure_object(Context)
-    obj.color = {"yes": True, "no": False}.get(value, sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    return value
-
-
-debug_option = click.option(
-    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug, help="Show debug logs on stderr."
-)
-color_option = click.option(
-    "--color",
-    type=click.Choice(["auto", "yes", "no"]),
-    default="auto",
-    expose_value=False,
-    callback=_set_color,
-    help="Colour the output: auto (when stdout is a terminal), yes or no.",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
-
-def sampling_options(f: Callable) -> Callable:
-    options = [
-        click.option("--temperature", type=float, help="Sampling temperature; 0 picks the likeliest token."),
-        click.option("--top-p", type=float, help="Nucleus sampling: keep tokens up to this probability mass."),
-        click.option("--seed", type=int, help="Random seed, for repeatable answers."),
-        click.option("--max-tokens", type=click.IntRange(min=1), help="Stop after this many tokens."),
-        click.option("--system", help="A system prompt for the conversation."),
-        click.option("--keep-alive", help="Keep the model loaded this long after the answer (5m, 0, -1 = forever)."),
-        click.option("--ignore-runtime-memory-check", is_flag=True, help="Load the model even if it may not fit."),
-        click.option("--model-type", help="The architecture of a GGML file given as a path (gpt2, gptj, mpt, ...)."),
-        click.option("--verbose", is_flag=True, help="Print token counts and speed after each answer."),
-    ]
-    return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
 
 
 def _print_json(value: Any) -> None:
@@ -103,32 +52,31 @@ def cli() -> None:
 @click.argument("prompt", nargs=-1)
 @click.option("-d", "--detach", is_flag=True, help="Load the model in the background and exit once it is ready.")
 @sampling_options
+@context_option
 @color_option
 @debug_option
 @pass_ctx
 def run(ctx: Context, model: str, prompt: tuple[str, ...], detach: bool, **opts: Any) -> None:
     """Answer PROMPT with MODEL, or chat with it when no prompt is given.
 
-    Without PROMPT, a prompt piped on stdin is answered; on a terminal an
-    interactive chat starts. MODEL is a catalog name (see `corral list`) or
-    a path to a model file.
+    Text piped on stdin is answered too (after PROMPT and a blank line); on
+    a terminal with no PROMPT an interactive chat starts. MODEL is a catalog
+    name (see `corral list`) or a path to a model file.
     """
-    text = " ".join(prompt)
+    model = checked_text(model, "MODEL")
     ensure_pulled(model, opts)
+    text = checked_text(" ".join(prompt), "the prompt")
     if detach:
         if text:
             raise UsageError("--detach loads the model only; leave out the prompt")
         with ctx.client() as client:
-            info = client.load(
-                model,
-                keep_alive=opts["keep_alive"],
-                ignore_memory_check=opts["ignore_runtime_memory_check"],
-                model_type=opts["model_type"],
-            )
+            info = client.load(model, **model_kwargs(opts), **ctx.request_extra())
         click.echo(f"{info.get('model', model)} is ready (pid {info.get('pid')}).", err=True)
         return
-    if not text and not sys.stdin.isatty():
-        text = sys.stdin.read()
+    if not sys.stdin.isatty():
+        from corral.client.one_shot import prompt_text
+
+        text = prompt_text(text, read_stdin())
         if not text.strip():
             raise UsageError("the prompt on stdin is empty; pass a prompt or pipe some text")
     if text:
@@ -140,62 +88,46 @@ def run(ctx: Context, model: str, prompt: tuple[str, ...], detach: bool, **opts:
 @cli.command()
 @click.argument("model")
 @sampling_options
+@context_option
 @color_option
 @debug_option
 @pass_ctx
 def chat(ctx: Context, model: str, **opts: Any) -> None:
-    """Chat with MODEL interactively (`/bye` leaves)."""
+    """Chat with MODEL interactively (/? lists the commands, /bye leaves)."""
     if not sys.stdin.isatty():
         raise UsageError("`corral chat` needs a terminal; use `corral run MODEL PROMPT` in scripts")
-    ensure_pulled(model, opts)
-    _chat(ctx, model, opts)
+    ensure_pulled(checked_text(model, "MODEL"), opts)
+    _chat(ctx, checked_text(model, "MODEL"), opts)
 
 
-def _split_options(opts: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
-    sampling = {
-        k: opts[k] for k in ("temperature", "top_p", "seed", "max_tokens") if opts.get(k) is not None
-    }
-    sampling["keep_alive"] = opts.get("keep_alive")
-    sampling["ignore_memory_check"] = opts.get("ignore_runtime_memory_check", False)
-    sampling["model_type"] = opts.get("model_type")
-    return sampling, opts.get("system"), opts.get("verbose", False)
-
-
-def _preload(model: str, sampling: dict[str, Any]) -> dict[str, Any]:
+def _preload(model: str, opts: dict[str, Any]) -> dict[str, Any]:
     """What a supervisor started by this command should load right away."""
-    return {"model": model, **{k: sampling[k] for k in ("keep_alive", "ignore_memory_check", "model_type")}}
+    return {"model": model, **model_kwargs(opts)}
 
 
 def _answer_once(ctx: Context, model: str, text: str, opts: dict[str, Any]) -> None:
-    sampling, system, verbose = _split_options(opts)
+    from corral.client.one_shot import answer_once
+
+    system = opts.get("system")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    with ctx.client(preload=_preload(model, sampling)) as client:
-        response = client.chat(model, messages, **sampling)
-        try:
-            for piece in response:
-                click.echo(piece, nl=False)
-        except KeyboardInterrupt:
-            response.cancel()
-            click.echo()
-            raise
-        if response.chunks and not response.chunks[-1].endswith("\n"):
-            click.echo()
-    if verbose:
-        click.echo(ctx.styled(render.stats_line(response.done), dim=True), err=True)
+    kwargs = {**sampling_kwargs(opts), **model_kwargs(opts), **ctx.request_extra()}
+    with ctx.client(preload=_preload(model, opts)) as client:
+        done = answer_once(client, model, messages, kwargs, ctx.styled)
+    if done and opts.get("verbose"):
+        render.echo_dim(render.stats_line(done), ctx.styled, err=True)
 
 
 def _chat(ctx: Context, model: str, opts: dict[str, Any]) -> None:
-    from corral.client.chat_repl import chat_loop
+    from corral.client.chat_repl import Chat
+    from corral.client.chat_session import ChatSession
 
-    sampling, system, verbose = _split_options(opts)
-    with ctx.client(preload=_preload(model, sampling)) as client:
-        client.load(
-            model,
-            keep_alive=sampling["keep_alive"],
-            ignore_memory_check=sampling["ignore_memory_check"],
-            model_type=sampling["model_type"],
-        )
-        chat_loop(client, model, system=system, sampling=sampling, verbose=verbose, styled=ctx.styled)
+    session = ChatSession(
+        model, opts.get("system"), sampling_kwargs(opts), model_kwargs(opts), verbose=bool(opts.get("verbose"))
+    )
+    with ctx.client(preload=_preload(model, opts)) as client:
+        chat_ = Chat(client, session, settings=client.settings, styled=ctx.styled, extra=ctx.request_extra())
+        chat_.load_first()
+        chat_.run()
 
 
 @cli.command()
@@ -207,18 +139,20 @@ def _chat(ctx: Context, model: str, opts: dict[str, Any]) -> None:
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1),
               help="Requests waiting at the supervisor at once.")
 @click.option("--skip-bad-lines", is_flag=True, help="Skip input lines that are not valid (default: refuse the batch).")
+@click.option("--retry-errors", is_flag=True, help="Run again the prompts whose lines in the output are errors.")
 @sampling_options
 @debug_option
 @pass_ctx
-def batch(ctx: Context, model: str, input_path: Path, output_path: Path, concurrency: int, skip_bad_lines: bool, **opts: Any) -> None:
+def batch(ctx: Context, model: str, input_path: Path, output_path: Path, concurrency: int, skip_bad_lines: bool,
+          retry_errors: bool, **opts: Any) -> None:
     """Answer every prompt of a JSON-lines file with MODEL."""
     from corral.client.batch_command import run_batch
 
-    sampling, system, _ = _split_options(opts)
     with ctx.client() as client:
         code = run_batch(
-            client, model, input_path, output_path,
-            concurrency=concurrency, skip_bad_lines=skip_bad_lines, system=system, request_kwargs=sampling,
+            client, checked_text(model, "MODEL"), input_path, output_path,
+            concurrency=concurrency, skip_bad_lines=skip_bad_lines, system=opts.get("system"),
+            request_kwargs={**sampling_kwargs(opts), **model_kwargs(opts)}, retry_errors=retry_errors,
         )
     click.get_current_context().exit(code)
 
@@ -231,8 +165,14 @@ def batch(ctx: Context, model: str, input_path: Path, output_path: Path, concurr
 @debug_option
 @pass_ctx
 def ps(ctx: Context, as_json: bool) -> None:
-    """List the loaded models."""
-    with ctx.client() as client:
+    """List the loaded models (never starts a supervisor)."""
+    from corral.client.running_supervisor import NOT_RUNNING, running_client
+
+    client = running_client(load_settings())
+    if client is None:
+        click.echo("[]" if as_json else NOT_RUNNING)
+        return
+    with client:
         models = client.ps()
     if as_json:
         _print_json(models)
@@ -244,70 +184,41 @@ def ps(ctx: Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("model")
-@click.option("--context-length", type=click.IntRange(min=16), help="Estimate for this context length instead.")
+@context_option
 @click.option("--model-type", help="The architecture of a GGML file given as a path (gpt2, gptj, mpt, ...).")
 @json_option
 @debug_option
 def inspect(model: str, context_length: int | None, model_type: str | None, as_json: bool) -> None:
-    """Show MODEL's file, backend and memory estimate (and what it is made of)."""
-    from corral.client.requests import model_ref
-    from corral.configs.catalog import resolve
-    from corral.supervisor.memory import estimate_memory
-    from corral.supervisor.model_files import read_header
+    """Show MODEL's file, backend and memory estimate (and what it is made of).
 
-    spec = resolve(model_ref(model), load_settings(), model_type=model_type)
-    header = read_header(spec.path, spec.model_type)
-    estimate = estimate_memory(spec, context_length)
-    facts = {
-        "model": spec.name,
-        "path": spec.path,
-        "backend": spec.backend,
-        "model_type": spec.model_type,
-        "format": header.format,
-        "architecture": header.architecture,
-        "file_bytes": header.file_bytes,
-        "context_length": estimate.context_length,
-        "context_length_trained": header.context_length_trained,
-        "layers": header.n_layer,
-        "embedding_length": header.n_embd,
-        "heads": header.n_head,
-        "kv_heads": header.n_head_kv,
-        "vocab_size": header.n_vocab,
-        "estimate": estimate.as_dict(),
-    }
+    Exits 1 when the file is shorter than its tensor table says."""
+    from corral.client.inspect_report import inspect_model
+
+    report = inspect_model(checked_text(model, "MODEL"), context_length, model_type and checked_text(model_type, "--model-type"))
     if as_json:
-        _print_json(facts)
-        return
-    e = estimate
-    rows = [
-        ["Model", spec.name],
-        ["File", f"{spec.path} ({format_size(header.file_bytes)})"],
-        ["Backend", spec.backend + (f" ({spec.model_type})" if spec.model_type else "")],
-        ["Format", f"{header.format}, {header.architecture}, {header.n_layer} layers, {header.n_head} heads ({header.n_head_kv} KV), vocabulary {header.n_vocab}"],
-        ["Context length", f"{e.context_length}" + (f" (trained: {header.context_length_trained})" if header.context_length_trained else "")],
-        ["Memory estimate", format_size(e.total_bytes)],
-        ["  weights", format_size(e.weights_bytes)],
-        ["  KV cache", format_size(e.kv_cache_bytes)],
-        ["  compute buffers", format_size(e.compute_bytes)],
-        ["  runtime", format_size(e.runtime_bytes)],
-    ]
-    click.echo(render.table(["", ""], rows).split("\n", 1)[1])
+        _print_json({**report.facts, "truncated": report.truncated is not None})
+    else:
+        click.echo(render.pairs(report.rows()))
+    if report.truncated:
+        raise CorralError(f"{report.facts['path']} is {report.truncated}; download the model again")
 
 
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--all", "all_", is_flag=True, help="Unload every model.")
 @debug_option
-@pass_ctx
-def unload(ctx: Context, model: str | None, all_: bool) -> None:
-    """Unload MODEL (or every model with --all) now."""
+def unload(model: str | None, all_: bool) -> None:
+    """Unload MODEL (or every model with --all) now (never starts a supervisor)."""
+    from corral.client.running_supervisor import NOT_RUNNING, running_client
+
     if not model and not all_:
         raise UsageError("name a model to unload, or pass --all")
-    if supervisor_pid(load_settings()) is None:
-        click.echo("No model is loaded (the supervisor is not running).")
+    client = running_client(load_settings())
+    if client is None:
+        click.echo(NOT_RUNNING)
         return
-    with ctx.client(autostart=False) as client:
-        names = client.unload(model, all=all_)
+    with client:
+        names = client.unload(model and checked_text(model, "MODEL"), all=all_)
     click.echo(f"Unloaded {', '.join(names)}." if names else "No such model is loaded.")
 
 
@@ -317,30 +228,19 @@ def unload(ctx: Context, model: str | None, all_: bool) -> None:
 @cli.command()
 @json_option
 @debug_option
-@pass_ctx
-def status(ctx: Context, as_json: bool) -> None:
-    """Show whether the supervisor runs, and its facts."""
-    with ctx.client(autostart=False) as client:
+def status(as_json: bool) -> None:
+    """Show the supervisor's facts; exit 6 if none runs (never starts one)."""
+    from corral.client.running_supervisor import running_client
+
+    client = running_client(load_settings())
+    if client is None:
+        raise SupervisorUnreachable("No corral supervisor is running; `corral serve` or any `corral run` starts one")
+    with client:
         facts = client.status()
     if as_json:
         _print_json(facts)
-        return
-    budget = format_size(facts["memory_budget_bytes"]) + (" (available memory)" if facts["memory_budget_auto"] else "")
-    idle = facts["idle_timeout_s"]
-    click.echo(
-        render.table(
-            ["", ""],
-            [
-                ["Supervisor pid", facts["pid"]],
-                ["Uptime", render.duration(facts["uptime_s"])],
-                ["Socket", facts["socket"]],
-                ["Loaded models", f"{facts['loaded_models']} (at most {facts['max_loaded_models']})"],
-                ["Memory budget", budget],
-                ["Idle timeout", "never" if idle is None else render.duration(idle)],
-                ["Requests served", facts["requests_total"]],
-            ],
-        ).split("\n", 1)[1]
-    )
+    else:
+        click.echo(render.pairs(render.status_rows(facts)))
 
 
 @cli.command()
@@ -350,62 +250,37 @@ def serve(ctx: Context) -> None:
     """Run the supervisor in the foreground (Ctrl-C stops it)."""
     from corral.supervisor.__main__ import serve as run_supervisor
 
-    level = "debug" if ctx.debug else "info"
-    configure_logging(level, sys.stderr, process="supervisor")
-    run_supervisor(load_settings(), level)
+    import dataclasses
+
+    settings = load_settings()
+    if ctx.debug:
+        settings = dataclasses.replace(settings, log_level="debug")
+    configure_logging(settings.log_level, sys.stderr, process="supervisor")
+    run_supervisor(settings)
 
 
 @cli.command()
 @debug_option
-@pass_ctx
-def stop(ctx: Context) -> None:
-    """Stop every model and the supervisor."""
-    settings = load_settings()
-    pid = supervisor_pid(settings)
-    if pid is None:
-        click.echo("The corral supervisor is not running.")
-        return
-    with ctx.client(autostart=False) as client:
-        client.shutdown()
-    # The reply comes just before the process ends; wait until it has (a
-    # zombie has ended: it only waits for its parent to collect it).
-    import psutil
+def stop() -> None:
+    """Stop every model and the supervisor (never starts one)."""
+    from corral.client.running_supervisor import NOT_RUNNING, stop_supervisor
 
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        if time.monotonic() > deadline:
-            raise CorralError(f"the corral supervisor (pid {pid}) is still running 10 s after it was told to stop")
-        time.sleep(0.01)
-    click.echo(f"Stopped the corral supervisor (pid {pid}).")
+    pid = stop_supervisor(load_settings())
+    click.echo(NOT_RUNNING if pid is None else f"Stopped the corral supervisor (pid {pid}).")
 
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("-n", "--lines", default=50, show_default=True, help="How many of the last lines to show.")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(min=0),
+              help="How many of the last lines to show.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they are written.")
 @debug_option
 def logs(model: str | None, lines: int, follow: bool) -> None:
     """Show the supervisor's log, or MODEL's worker log."""
-    from corral.supervisor.worker_process import worker_log_path
+    from corral.client.log_files import log_path, print_tail
 
-    settings = load_settings()
-    path = worker_log_path(settings, model) if model else settings.supervisor_log
-    if not path.exists():
-        raise UsageError(f"no log at {path} yet" + ("" if model else "; the supervisor has not run"))
-    with open(path, errors="replace") as f:
-        for line in f.readlines()[-lines:]:
-            click.echo(line, nl=False)
-        while follow:
-            line = f.readline()
-            if line:
-                click.echo(line, nl=False)
-            else:
-                time.sleep(0.2)
+    path = log_path(load_settings(), model and checked_text(model, "MODEL"))
+    print_tail(path, lines, follow, lambda line: click.echo(line, nl=False))
 
 
 # The model store's commands (pull, push, package, rm, tag, df, list).
@@ -417,25 +292,29 @@ for _command in (*store_commands.COMMANDS, store_commands.list_models):
 
 def main(argv: list[str] | None = None) -> int:
     silence()
+    ctx = Context()
     try:
-        code = cli.main(args=argv, prog_name="corral", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="corral", standalone_mode=False, obj=ctx)
     except CorralError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        return 130
-    except KeyboardInterrupt:
-        return 130
+        return _fail(ctx, exc.message, exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _fail(ctx, "cancelled (Ctrl-C)", 130)
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        # click's usage errors, as one line like every other error
+        hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) else ""
+        return _fail(ctx, " ".join(exc.format_message().split()) + hint, exc.exit_code)
     except BrokenPipeError:
-        # stdout closed early (e.g. `| head`): not an error worth a traceback
-        sys.stderr.close()
+        # stdout closed early (e.g. `| head`): not an error worth a word
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
     # click returns the code of ctx.exit(code), and the command's value otherwise
     return code if isinstance(code, int) else 0
+
+
+def _fail(ctx: Context, message: str, code: int) -> int:
+    render.echo_error(message, ctx.styled)
+    return code
 
 
 if __name__ == "__main__":
