@@ -54,11 +54,12 @@ def blob_lock(store: Store, digest: str, progress: Progress) -> Iterator[None]:
 
 
 class _Writer:
-    """Writes chunks from a thread, so the disk overlaps the network and the
-    hashing (both release the GIL). Bounded: at most 64 chunks wait."""
+    """Hashes and writes chunks in a thread, so that the disk and sha256 run
+    beside the network reads (all three release the GIL). Bounded: at most
+    64 chunks wait."""
 
-    def __init__(self, out: BinaryIO):
-        self.out = out
+    def __init__(self, out: BinaryIO, hasher: "hashlib._Hash"):
+        self.out, self.hasher = out, hasher
         self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
         self.error: OSError | None = None
         self.thread = threading.Thread(target=self._run, name="blob-writer", daemon=True)
@@ -69,6 +70,7 @@ class _Writer:
             if self.error is None:
                 try:
                     self.out.write(chunk)
+                    self.hasher.update(chunk)
                 except OSError as exc:
                     self.error = exc
 
@@ -78,6 +80,7 @@ class _Writer:
         self.queue.put(chunk)
 
     def close(self) -> None:
+        """Wait until every chunk is written and hashed."""
         if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
@@ -113,7 +116,7 @@ def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progre
             log.info("registry ignored the range; downloading from the start", digest=desc.digest, had=have)
             out.truncate(0)
             hasher, have = hashlib.sha256(), 0
-        writer = _Writer(out)
+        writer = _Writer(out, hasher)
         try:
             if response.status_code != 416:
                 # the raw stream unless the server encoded it: iter_bytes would
@@ -124,7 +127,6 @@ def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progre
                         raise BlobCorrupt(f"{source.name} sent more than the {desc.size} bytes of blob "
                                           f"{desc.digest[:19]}; nothing was stored")
                     writer.write(chunk)
-                    hasher.update(chunk)
                     have += len(chunk)
                     progress.advanced(desc.digest, len(chunk))
                     if end is not None and have >= upto:
