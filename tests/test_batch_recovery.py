@@ -33,12 +33,13 @@ ECHO = {"CORRAL_ENABLE_ECHO_BACKEND": "1"}
 
 def test_unload_during_a_batch_leaves_the_cancelled_ones_to_the_next_run(corral, tmp_path, monkeypatch):
     monkeypatch.setenv("CORRAL_ENABLE_ECHO_BACKEND", "1")
-    ids = write_prompts(tmp_path / "in.jsonl", 12, max_tokens=30000)
+    ids = write_prompts(tmp_path / "in.jsonl", 12, max_tokens=100_000)
     out = tmp_path / "out.jsonl"
     args = ["batch", "corral/echo", "-i", str(tmp_path / "in.jsonl"), "-o", str(out), "--concurrency", "4"]
     batch = subprocess.Popen([CORRAL, *args], stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: len(lines(out)) >= 1, timeout=120)
-    assert corral("unload", "--all").code == 0
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, timeout=120, interval=0.005)
+    with Client() as client:
+        assert client.unload(all=True) == ["corral/echo"]
     _, err = batch.communicate(timeout=300)
     written = lines(out)
     assert all(r["finish_reason"] in ("stop", "length") and "error" not in r for r in written)
