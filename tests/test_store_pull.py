@@ -24,6 +24,16 @@ def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def registry_manifest(registry, repository: str) -> bytes:
+    """The manifest as the registry serves it (read by httpx, not by corral)."""
+    import httpx
+
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/latest",
+                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    response.raise_for_status()
+    return response.content
+
+
 def listed(corral) -> dict[str, dict]:
     result = corral("list", "--json")
     assert result.code == 0, result
@@ -64,9 +74,7 @@ def test_package_push_pull_run(corral, registry, tmp_path):
     made = corral("package", "--gguf", str(gguf), "--context-size", "256", "--chat-template", str(template),
                   "--license", str(gguf), f"{ref}:latest", "--push")
     assert made.code == 0, made
-    manifest = json.loads(subprocess.run(
-        ["curl", "-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
-         f"{registry.url}/v2/test/tiny/manifests/latest"], capture_output=True, check=True).stdout)
+    manifest = json.loads(registry_manifest(registry, "test/tiny"))
     assert manifest["config"]["mediaType"] == CONFIG
     assert [layer["mediaType"] for layer in manifest["layers"]] == [GGUF, LICENSE, "application/vnd.docker.ai.chat.template.jinja"]
     assert manifest["layers"][0]["annotations"]["org.cncf.model.filepath"] == gguf.name
@@ -114,9 +122,7 @@ def test_pull_of_a_present_model_downloads_nothing(corral, registry, tmp_path):
 def test_pull_by_digest_and_tag_and_rm(corral, registry, tmp_path):
     gguf = tiny_gguf(tmp_path, seed=4)
     push_with_oras(registry.host, "digest/tiny", [(gguf, GGUF)], dmr_config(), CONFIG)
-    digest = "sha256:" + hashlib.sha256(subprocess.run(
-        ["curl", "-sf", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
-         f"{registry.url}/v2/digest/tiny/manifests/latest"], capture_output=True, check=True).stdout).hexdigest()
+    digest = "sha256:" + hashlib.sha256(registry_manifest(registry, "digest/tiny")).hexdigest()
     by_digest = f"{registry.host}/digest/tiny@{digest}"
     assert corral("pull", by_digest).code == 0
     assert listed(corral)[by_digest]["id"] == digest
