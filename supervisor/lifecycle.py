@@ -183,7 +183,14 @@ def on_exit(sup: "Supervisor", worker: Worker) -> None:
         tail = handle.stderr_tail()
         error = worker.kill_error or WorkerCrashed(f"the worker for {model.name} {how}" + (f"; its last output: {tail}" if tail else ""))
         for req in worker.running.values():
-            fail(sup, req, error)
+            if policy.retry_after_crash(req, worker.kill_error is not None):
+                # It had produced nothing yet: the client cannot tell a
+                # fresh start from the first, so it gets one.
+                req.retried, req.sent = True, None
+                model.queue.append(req)
+                note(sup, req, f"its worker {how} before it started; queued again")
+            else:
+                fail(sup, req, error)
         worker.running.clear()
     sup.schedule()
 

@@ -156,6 +156,13 @@ def overgrown(models: Iterable[Model], budget: int, growth_limit: float) -> list
     return [w for w in loaded if w.need_bytes and w.rss_bytes > w.need_bytes * growth_limit and w.state != State.STOPPING]
 
 
+def retry_after_crash(req: Request, killed_for_a_reason: bool) -> bool:
+    """A request whose worker died before it produced anything runs again on
+    a fresh worker, once (a prompt that itself kills workers fails the
+    second time)."""
+    return req.first_token is None and not req.retried and not killed_for_a_reason
+
+
 def auto_budget(available: int, held_by_workers: int) -> int:
     """The budget when none is configured: what the machine has available
     plus what our own workers already hold."""

@@ -97,16 +97,20 @@ class Supervisor:
         """One turn: wait for something to happen (at most until the next
         deadline), then handle all of it."""
         ready = dict(self.poller.poll(self._poll_timeout_ms() if timeout_ms is None else timeout_ms))
+        # A worker's last frames, then its exit, then new requests: nothing
+        # is sent to a worker already known to be gone.
+        if self.back in ready:
+            self._drain(self.back, self._on_worker)
+        for fd, worker in list(self.by_sentinel.items()):
+            if fd in ready:
+                self.unwatch(worker)  # first: a failure below must not make it fire for ever
+                self._guard(lifecycle.on_exit, self, worker)
         if self.front in ready or self.back in ready:
             # While frames keep coming, read on without polling: a failed
             # non-blocking read costs less than a poll.
             for _ in range(DRAIN_ROUNDS):
                 if not (self._drain(self.front, self._on_client) + self._drain(self.back, self._on_worker)):
                     break
-        for fd, worker in list(self.by_sentinel.items()):
-            if fd in ready:
-                self.unwatch(worker)  # first: a failure below must not make it fire for ever
-                self._guard(lifecycle.on_exit, self, worker)
         if self._wakeup_r in ready:
             self._on_wakeup()
         self._guard(lifecycle.tick, self, time.monotonic())

@@ -33,6 +33,7 @@ class Request:
     caused_load: bool = False  # it waited for the model to load
     sent: float | None = None  # when it went to a worker
     first_token: float | None = None
+    retried: bool = False  # put back in the queue once after its worker died
 
     @property
     def op(self) -> str:

@@ -237,3 +237,14 @@ def test_spawn_storm_is_a_policy_bug_that_backs_off():
         r2.spawned("m", t)
         r2.served("m")  # serving in between is not a storm
     assert r2.backoff_left("m", 10) is None
+
+
+def test_a_request_that_never_started_is_retried_once_after_a_crash():
+    req = request(1)
+    assert policy.retry_after_crash(req, killed_for_a_reason=False)
+    assert not policy.retry_after_crash(req, killed_for_a_reason=True)  # e.g. stopped for memory
+    req.retried = True
+    assert not policy.retry_after_crash(req, killed_for_a_reason=False)
+    started = request(2)
+    started.first_token = 1.0
+    assert not policy.retry_after_crash(started, killed_for_a_reason=False)
