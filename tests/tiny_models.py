@@ -76,7 +76,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def write_tiny_llama_gguf(path: Path, *, n_ctx: int = 256, n_embd: int = 64, n_head: int = 4, n_layer: int = 2, seed: int = 0) -> Path:
+def write_tiny_llama_gguf(path: Path, *, n_ctx: int = 256, n_embd: int = 64, n_head: int = 4, n_layer: int = 2, seed: int = 0,
+                          architecture: str = "llama") -> Path:
+    """``architecture``: another name makes a well-formed file that llama.cpp refuses to load."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -92,7 +94,7 @@ def write_tiny_llama_gguf(path: Path, *, n_ctx: int = 256, n_embd: int = 64, n_h
     def w(*shape: int) -> np.ndarray:
         return rng.normal(0, 0.2, shape).astype(np.float32)
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_name("tiny-llama")
     writer.add_context_length(n_ctx)
     writer.add_embedding_length(n_embd)
