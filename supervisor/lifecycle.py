@@ -143,6 +143,7 @@ def finish(sup: "Supervisor", worker: Worker, ev: protocol.Done | protocol.Error
     sup.table.forget(req)
     sup.reply(req.client, frame)  # it carries the client's id already
     model.served += 1
+    worker.served += 1
     sup.restarter.served(model.name)
     worker.last_used = model.last_used = now
     if worker.state == State.BUSY and not worker.running:

@@ -36,7 +36,7 @@ def _row(model: Model, worker: Worker | None) -> dict[str, Any]:
         "keep_alive_s": model.keep_alive,
         "last_used": _wall(model.last_used) if model.last_used else None,
         "queued": len(model.queue),
-        "served": model.served,
+        "served": worker.served if worker else model.served,
         "load_ms": info.get("load_ms"),
     }
 

@@ -68,6 +68,7 @@ class Worker:
     # the worker for a reason the user should hear (e.g. memory).
     kill_error: Any = None
     last_used: float = 0.0
+    served: int = 0
 
     @property
     def identity(self) -> bytes:

@@ -15,6 +15,8 @@ from conftest import SMOLLM2, wait_for
 from corral.client import Client
 from corral.supervisor.errors import ModelNotFound, SupervisorUnreachable, WorkerCrashed
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def client():
@@ -45,11 +47,13 @@ def test_chat_uses_the_models_template(client):
 
 
 def test_requests_in_flight_together(client):
-    responses = [client.generate(SMOLLM2, f"Count to {n}:", temperature=0, max_tokens=6) for n in (3, 4, 5)]
-    # read them in reverse order: each gets its own tokens
-    texts = [r.text() for r in reversed(responses)]
-    assert all(texts)
-    assert [r.usage["completion_tokens"] for r in responses] == [6, 6, 6]
+    questions = ["What is the capital of France?", "Name a fruit that is yellow.", "What is 7 times 6?"]
+    alone = [client.chat(SMOLLM2, [{"role": "user", "content": q}], temperature=0, max_tokens=12).text() for q in questions]
+    assert len(set(alone)) == 3  # answers that differ, so a crossed stream would show
+    responses = [client.chat(SMOLLM2, [{"role": "user", "content": q}], temperature=0, max_tokens=12) for q in questions]
+    # read them in reverse order: each gets its own tokens, the same as alone
+    together = [r.text() for r in reversed(responses)][::-1]
+    assert together == alone
 
 
 def test_cancel_ends_stream(client):

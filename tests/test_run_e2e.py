@@ -10,7 +10,11 @@ import time
 
 import psutil
 
+import pytest
+
 from conftest import CORRAL, SMOLLM2, assert_one_line_error, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def status(corral) -> dict:
@@ -55,7 +59,9 @@ def test_piped_stdin_is_the_prompt(corral):
 
 def test_same_seed_same_answer(corral):
     args = ("run", SMOLLM2, "Name a colour.", "--seed", "7", "--temperature", "0.9", "--max-tokens", "20")
-    assert corral(*args).out == corral(*args).out
+    first, second = corral(*args), corral(*args)
+    assert first.code == 0 and second.code == 0, (first, second)
+    assert first.out.strip() and first.out == second.out
 
 
 def test_detach_loads_then_ps_lists_everything(corral):
