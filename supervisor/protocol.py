@@ -7,11 +7,9 @@ bound on every string and list. A frame of the wrong shape fails at its
 first wrong byte, before anything is built from the rest of it (a 16 MiB
 frame of empty maps costs nothing), and no other module ever sees it.
 
-Directions:
-- client → supervisor: :data:`ClientRequest` (tagged by ``"op"``);
-- supervisor → client: :data:`Reply` (tagged by ``"ev"``);
-- supervisor → worker: :data:`WorkerCommand` (tagged by ``"op"``);
-- worker → supervisor: :data:`WorkerEvent` (tagged by ``"ev"``).
+Directions: client → supervisor :data:`ClientRequest` and supervisor →
+worker :data:`WorkerCommand` (tagged by ``"op"``); supervisor → client
+:data:`Reply` and worker → supervisor :data:`WorkerEvent` (by ``"ev"``).
 
 Token, done, error and embedding events travel worker → supervisor → client
 unchanged: the worker writes the client's ``id`` and the supervisor's ``rid``
@@ -23,7 +21,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
-from msgspec import Meta, Struct, field
+from msgspec import Meta, Struct, defstruct, field
 
 from corral.supervisor.errors import BadRequest, CorralError
 
@@ -39,12 +37,8 @@ MAX_EMBED_INPUTS = 2048
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Ops and events by name, for code that builds frames.
-GENERATE, CHAT, LOAD, EMBED, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = (
-    "generate", "chat", "load", "embed", "unload", "ps", "status", "cancel", "shutdown",
-)
-TOKEN, DONE, ERROR, RESULT, EMBEDDING, LOG, READY, HEARTBEAT = (
-    "token", "done", "error", "result", "embedding", "log", "ready", "hb",
-)
+GENERATE, CHAT, LOAD, EMBED, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = "generate chat load embed unload ps status cancel shutdown".split()
+TOKEN, DONE, ERROR, RESULT, EMBEDDING, LOG, READY, HEARTBEAT = "token done error result embedding log ready hb".split()
 
 # A worker talks on two sockets: its identity for commands and heartbeats,
 # and identity + this suffix for the frames of its work.
@@ -120,10 +114,6 @@ class Chat(_ModelRequest, tag=CHAT, kw_only=True):
     truncate: bool = False
 
 
-class Load(_ModelRequest, tag=LOAD, kw_only=True):
-    pass
-
-
 class Embed(_ModelRequest, tag=EMBED, kw_only=True):
     input: Annotated[list[Text], Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
 
@@ -133,20 +123,12 @@ class Unload(_Request, tag=UNLOAD, kw_only=True):
     all: bool = False
 
 
-class Ps(_Request, tag=PS, kw_only=True):
-    pass
-
-
-class Status(_Request, tag=STATUS, kw_only=True):
-    pass
-
-
-class Cancel(_Request, tag=CANCEL, kw_only=True):
-    pass
-
-
-class Shutdown(_Request, tag=SHUTDOWN, kw_only=True):
-    pass
+# Messages with no fields of their own.
+Load = defstruct("Load", [], bases=(_ModelRequest,), tag=LOAD)
+Ps = defstruct("Ps", [], bases=(_Request,), tag=PS)
+Status = defstruct("Status", [], bases=(_Request,), tag=STATUS)
+Cancel = defstruct("Cancel", [], bases=(_Request,), tag=CANCEL)
+Shutdown = defstruct("Shutdown", [], bases=(_Request,), tag=SHUTDOWN)
 
 
 ClientRequest = Union[Generate, Chat, Load, Embed, Unload, Ps, Status, Cancel, Shutdown]
@@ -221,8 +203,7 @@ class Ready(_Event, tag=READY, kw_only=True):
     grammar: bool = False  # the backend can apply grammars and JSON schemas
 
 
-class Heartbeat(_Event, tag=HEARTBEAT, kw_only=True):
-    pass
+Heartbeat = defstruct("Heartbeat", [], bases=(_Event,), tag=HEARTBEAT)
 
 
 WorkerEvent = Union[Ready, Token, Done, Error, Embedding, Heartbeat]
@@ -234,52 +215,31 @@ class _Command(Struct, kw_only=True, tag_field="op", forbid_unknown_fields=True)
     v: int = VERSION
 
 
-class _Work(_Command, kw_only=True):
+class Work(_Command, tag="work", kw_only=True):
+    """A client's request handed to a worker, with the supervisor's number."""
+
     rid: Count
-    id: Id | None = None
-
-
-class WorkGenerate(_Work, tag=GENERATE, kw_only=True):
-    prompt: Text
-    options: Options = field(default_factory=Options)
-
-
-class WorkChat(_Work, tag=CHAT, kw_only=True):
-    messages: Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)]
-    options: Options = field(default_factory=Options)
-    truncate: bool = False
-
-
-class WorkEmbed(_Work, tag=EMBED, kw_only=True):
-    input: Annotated[list[Text], Meta(min_length=1, max_length=MAX_EMBED_INPUTS)]
+    request: Generate | Chat | Embed
 
 
 class WorkCancel(_Command, tag=CANCEL, kw_only=True):
     rid: Count
 
 
-class WorkShutdown(_Command, tag=SHUTDOWN, kw_only=True):
-    pass
+WorkShutdown = defstruct("WorkShutdown", [], bases=(_Command,), tag=SHUTDOWN)
+WorkHeartbeat = defstruct("WorkHeartbeat", [], bases=(_Command,), tag=HEARTBEAT)
 
 
-class WorkHeartbeat(_Command, tag=HEARTBEAT, kw_only=True):
-    pass
-
-
-WorkerCommand = Union[WorkGenerate, WorkChat, WorkEmbed, WorkCancel, WorkShutdown, WorkHeartbeat]
+WorkerCommand = Union[Work, WorkCancel, WorkShutdown, WorkHeartbeat]
 
 # -- encoding and decoding -----------------------------------------------------
 
 _encoder = msgspec.msgpack.Encoder()
-_decoders = {
-    kind: msgspec.msgpack.Decoder(kind)
-    for kind in (ClientRequest, Reply, WorkerCommand, WorkerEvent, Options)
-}
+_decoders = {kind: msgspec.msgpack.Decoder(kind) for kind in (ClientRequest, Reply, WorkerCommand, WorkerEvent)}
+_MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
-class _Envelope(Struct):
-    """Just the ids of a frame that failed to decode, to answer it."""
-
+class _Envelope(Struct):  # just the ids of a frame that failed to decode, to answer it
     id: Id | None = None
     rid: Count = 0
 
@@ -296,9 +256,9 @@ def _decode(frame: bytes, kind: Any, what: str) -> Any:
         raise BadRequest(f"{what} of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         msg = _decoders[kind].decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except _MALFORMED as exc:
         error = BadRequest(f"invalid {what}: {exc}")
-        error.request_id = frame_id(frame)
+        error.request_id = frame_ids(frame)[0]
         raise error from None
     if msg.v != VERSION:
         error = BadRequest(f"unsupported protocol version {msg.v!r}; this side speaks v{VERSION}")
@@ -307,20 +267,14 @@ def _decode(frame: bytes, kind: Any, what: str) -> Any:
     return msg
 
 
-def frame_id(frame: bytes) -> int | str | None:
-    """The request id of a frame that failed to decode, if it has a usable one."""
+def frame_ids(frame: bytes) -> tuple[int | str | None, int]:
+    """The client's id and the supervisor's number of a frame that failed
+    to decode or to be handled, as far as they are readable."""
     try:
-        return _envelope.decode(frame).id
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return None
-
-
-def frame_rid(frame: bytes) -> int:
-    """The supervisor's request number in a worker frame (0 if none)."""
-    try:
-        return _envelope.decode(frame).rid
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return 0
+        envelope = _envelope.decode(frame)
+        return envelope.id, envelope.rid
+    except _MALFORMED:
+        return None, 0
 
 
 def parse_client_request(frame: bytes) -> ClientRequest:
@@ -341,21 +295,23 @@ def parse_worker_event(frame: bytes) -> WorkerEvent:
     return _decode(frame, WorkerEvent, "worker event")
 
 
-def check_options(options: dict[str, Any]) -> Options:
-    """Sampling options given as keyword arguments, validated as the
-    supervisor will validate them; unknown names are refused, not ignored."""
+def _convert(value: Any, kind: Any, what: str) -> Any:
+    """Python values checked as the other side will check them, so a bad
+    one fails in the caller, at once."""
     try:
-        return msgspec.convert(options, Options)
+        return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid sampling options: {exc}") from None
+        raise BadRequest(f"invalid {what}: {exc}") from None
+
+
+def check_options(options: dict[str, Any]) -> Options:
+    """Sampling options given as keyword arguments; unknown names are refused, not ignored."""
+    return _convert(options, Options, "sampling options")
 
 
 def check_messages(messages: Any) -> list[Message]:
-    try:
-        checked = msgspec.convert(messages, Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)])
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid messages: {exc}; each needs a role (system, user or assistant) and a string content") from None
-    return checked
+    return _convert(messages, Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)],
+                    "messages (each needs a role: system, user or assistant, and a string content)")
 
 
 def to_builtins(msg: Any) -> Any:
@@ -365,19 +321,13 @@ def to_builtins(msg: Any) -> Any:
 
 # -- builders: the only places frames are made ---------------------------------
 
-_CLIENT_OPS: dict[str, type] = {t.__struct_config__.tag: t for t in ClientRequest.__args__}
-_COMMANDS: dict[str, type] = {t.__struct_config__.tag: t for t in WorkerCommand.__args__}
-_EVENTS: dict[str, type] = {t.__struct_config__.tag: t for t in (*Reply.__args__, Ready, Heartbeat)}
+_CLIENT_OPS = {t.__struct_config__.tag: t for t in ClientRequest.__args__}
+_COMMANDS = {t.__struct_config__.tag: t for t in WorkerCommand.__args__}
+_EVENTS = {t.__struct_config__.tag: t for t in (*Reply.__args__, Ready, Heartbeat)}
 
 
 def request(op: str, id: int | str, **fields: Any) -> bytes:
-    """A client request frame. Raises :class:`BadRequest` for fields the
-    supervisor would refuse, so a bad value fails in the caller, at once."""
-    try:
-        msg = msgspec.convert({"id": id, **fields}, _CLIENT_OPS[op])
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid {op} request: {exc}") from None
-    return encode(msg)
+    return encode(_convert({"id": id, **fields}, _CLIENT_OPS[op], f"{op} request"))
 
 
 def command(op: str, **fields: Any) -> bytes:
@@ -394,8 +344,4 @@ def error(id: int | str | None, exc: CorralError, rid: int = 0) -> bytes:
 
 def work(rid: int, msg: Generate | Chat | Embed) -> bytes:
     """The command that hands a client's request to a worker."""
-    if isinstance(msg, Generate):
-        return encode(WorkGenerate(rid=rid, id=msg.id, prompt=msg.prompt, options=msg.options))
-    if isinstance(msg, Chat):
-        return encode(WorkChat(rid=rid, id=msg.id, messages=msg.messages, options=msg.options, truncate=msg.truncate))
-    return encode(WorkEmbed(rid=rid, id=msg.id, input=msg.input))
+    return encode(Work(rid=rid, request=msg))

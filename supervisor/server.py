@@ -191,7 +191,7 @@ class Supervisor:
         if not self._guard(lifecycle.on_frame, self, worker, frame):
             # The request that frame belongs to cannot be trusted to end by
             # itself any more: end it here.
-            req = worker.running.pop(protocol.frame_rid(frame), None)
+            req = worker.running.pop(protocol.frame_ids(frame)[1], None)
             if req is not None:
                 lifecycle.fail(self, req, InternalError("corral hit an internal error with this request; "
                                                         "see `corral logs` and report it"))

@@ -95,8 +95,8 @@ class FakeWorker:
         return cmd
 
     def answer(self, work: Any, text: str = "ok", stopped: str = "stop") -> None:
-        self.send(protocol.TOKEN, rid=work.rid, id=work.id, text=text)
-        self.send(protocol.DONE, rid=work.rid, id=work.id, stopped=stopped, usage={"completion_tokens": 1})
+        self.send(protocol.TOKEN, rid=work.rid, id=work.request.id, text=text)
+        self.send(protocol.DONE, rid=work.rid, id=work.request.id, stopped=stopped, usage={"completion_tokens": 1})
 
 
 class FakeLauncher:
@@ -167,7 +167,7 @@ def serve_until(sup: Any, workers: list[FakeWorker], condition: Callable[[], Any
     def step() -> Any:
         for worker in list(workers):
             while (cmd := worker.recv()) is not None:
-                if isinstance(cmd, (protocol.WorkGenerate, protocol.WorkChat)):
+                if isinstance(cmd, protocol.Work):
                     worker.answer(cmd)
         return condition()
 

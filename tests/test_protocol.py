@@ -107,8 +107,9 @@ def test_work_commands_carry_the_request():
     msg = protocol.parse_client_request(protocol.request("chat", 5, model="m", messages=[{"role": "user", "content": "hi"}],
                                                          options={"max_tokens": 3}, truncate=True))
     cmd = protocol.parse_worker_command(protocol.work(9, msg))
-    assert isinstance(cmd, protocol.WorkChat)
-    assert (cmd.rid, cmd.id, cmd.messages[0].content, cmd.options.max_tokens, cmd.truncate) == (9, 5, "hi", 3, True)
+    assert isinstance(cmd, protocol.Work) and isinstance(cmd.request, protocol.Chat)
+    assert (cmd.rid, cmd.request.id, cmd.request.messages[0].content, cmd.request.options.max_tokens,
+            cmd.request.truncate) == (9, 5, "hi", 3, True)
 
 
 # -- fuzzing: whatever arrives, a parser raises BadRequest or returns a message

@@ -45,13 +45,18 @@ def serve_one(sup, worker, client, id):
     return run_until(sup, lambda: client.ended(id))
 
 
+def next_worker_serves(sup, launcher, client, id, count: int) -> None:
+    """The ``count``-th worker starts, becomes ready and answers request ``id``."""
+    run_until(sup, lambda: len(launcher.spawned) == count)
+    launcher.spawned[count - 1].ready()
+    assert isinstance(serve_one(sup, launcher.spawned[count - 1], client, id), protocol.Done)
+
+
 def test_request_arriving_while_its_model_is_stopping(loop):
     # llama-swap #946: an idle unload racing a new request.
     sup, launcher, client = loop(CORRAL_IDLE_TIMEOUT="0")
     first = client.send("generate", model=LLAMA, prompt="hi")
-    run_until(sup, lambda: launcher.spawned)
-    launcher.spawned[0].ready()
-    assert isinstance(serve_one(sup, launcher.spawned[0], client, first), protocol.Done)
+    next_worker_serves(sup, launcher, client, first, 1)
     # keep-alive 0: the worker is told to stop ...
     run_until(sup, lambda: isinstance(launcher.spawned[0].recv(), protocol.WorkShutdown))
     # ... and a request arrives before it has exited.
@@ -59,9 +64,7 @@ def test_request_arriving_while_its_model_is_stopping(loop):
     sup.step(20)
     assert client.ended(second) is None  # waiting, not refused, not lost
     launcher.spawned[0].exit()
-    run_until(sup, lambda: len(launcher.spawned) == 2)
-    launcher.spawned[1].ready()
-    assert isinstance(serve_one(sup, launcher.spawned[1], client, second), protocol.Done)
+    next_worker_serves(sup, launcher, client, second, 2)
 
 
 def test_worker_crash_during_load(loop):
@@ -72,9 +75,7 @@ def test_worker_crash_during_load(loop):
     error = run_until(sup, lambda: client.ended(id))
     assert isinstance(error, protocol.Error) and error.code == "model_load_failed"
     again = client.send("generate", model=LLAMA, prompt="hi")  # a fresh worker for the next one
-    run_until(sup, lambda: len(launcher.spawned) == 2)
-    launcher.spawned[1].ready()
-    assert isinstance(serve_one(sup, launcher.spawned[1], client, again), protocol.Done)
+    next_worker_serves(sup, launcher, client, again, 2)
 
 
 def test_cancel_of_a_queued_request(loop):
@@ -85,7 +86,7 @@ def test_cancel_of_a_queued_request(loop):
     worker = launcher.spawned[0]
     worker.ready()
     work = run_until(sup, lambda: worker.recv())
-    assert work.id == running
+    assert work.request.id == running
     client.send("cancel", id=queued)
     done = run_until(sup, lambda: client.ended(queued))
     assert isinstance(done, protocol.Done) and done.stopped == "cancelled"
@@ -145,7 +146,7 @@ def test_a_reused_request_id_is_refused_and_the_first_goes_on(loop):
     run_until(sup, lambda: launcher.spawned)
     launcher.spawned[0].ready()
     work = run_until(sup, lambda: launcher.spawned[0].recv())
-    assert work.prompt == "first"
+    assert work.request.prompt == "first"
     launcher.spawned[0].answer(work)
     run_until(sup, lambda: isinstance(client.last(7), protocol.Done))
     assert [type(m).__name__ for m in client.replies[7]] == ["Error", "Token", "Done"]
@@ -175,7 +176,7 @@ def test_a_worker_frame_that_breaks_handling_fails_its_request(loop, monkeypatch
     worker.ready()
     work = run_until(sup, lambda: worker.recv())
     monkeypatch.setattr(lifecycle, "finish", lambda *args: 1 / 0)
-    worker.send(protocol.DONE, rid=work.rid, id=work.id, stopped="stop")
+    worker.send(protocol.DONE, rid=work.rid, id=work.request.id, stopped="stop")
     error = run_until(sup, lambda: client.ended(id))
     assert isinstance(error, protocol.Error) and error.code == "internal_error"
 

@@ -43,7 +43,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 class Running:
     """One sequence's place in the worker: who asked, and its clock."""
 
-    job: protocol.WorkGenerate | protocol.WorkChat
+    job: protocol.Work  # a Generate or Chat request
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.monotonic)
     first: float | None = None
@@ -157,29 +157,30 @@ class WorkerRuntime:
         for job in [j for j in self.pending if j.rid in self.cancelled]:
             self.pending.remove(job)
             self.cancelled.discard(job.rid)
-            self._done(job.rid, job.id, stopped="cancelled", usage=protocol.Usage(), timings=protocol.Timings())
+            self._done(job.rid, job.request.id, stopped="cancelled", usage=protocol.Usage(), timings=protocol.Timings())
 
     def _start_pending(self) -> None:
         while self.pending and self.backend.active() < self.backend.parallel:
             job = self.pending.popleft()
-            if isinstance(job, protocol.WorkEmbed):
-                self._embed(job)
+            request = job.request
+            if isinstance(request, protocol.Embed):
+                self._embed(job.rid, request)
                 continue
             run = Running(job)
             try:
-                sampling = Sampling.from_options(job.options, self.backend.spec.get("stop") or ())
-                if isinstance(job, protocol.WorkChat):
-                    messages = [{"role": m.role, "content": m.content} for m in job.messages]
-                    if job.truncate:
+                sampling = Sampling.from_options(request.options, self.backend.spec.get("stop") or ())
+                if isinstance(request, protocol.Chat):
+                    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+                    if request.truncate:
                         messages, run.dropped = fit_conversation(self.backend, messages, self.context_length,
                                                                  sampling.max_tokens)
                     prompt, template_stop = self.backend.chat_prompt(messages)
                     sampling.stop = list(dict.fromkeys([*sampling.stop, *template_stop]))
                 else:
-                    prompt = job.prompt
+                    prompt = request.prompt
                 self.backend.start(job.rid, prompt, sampling, run.usage)
             except Exception as exc:
-                self._send(protocol.error(job.id, _as_error(exc), rid=job.rid))
+                self._send(protocol.error(request.id, _as_error(exc), rid=job.rid))
                 continue
             self.running[job.rid] = run
 
@@ -191,7 +192,7 @@ class WorkerRuntime:
             for rid, run in list(self.running.items()):
                 self.backend.cancel(rid)
                 del self.running[rid]
-                self._send(protocol.error(run.job.id, _as_error(exc), rid=rid))
+                self._send(protocol.error(run.job.request.id, _as_error(exc), rid=rid))
             return
         for rid, text, finished in events:
             run = self.running.get(rid)
@@ -200,7 +201,7 @@ class WorkerRuntime:
             if text:
                 if run.first is None:
                     run.first = time.monotonic()
-                self._send(protocol.event(protocol.TOKEN, rid=rid, id=run.job.id, text=text))
+                self._send(protocol.event(protocol.TOKEN, rid=rid, id=run.job.request.id, text=text))
             if finished:
                 self._finish(rid, run.usage)
 
@@ -208,7 +209,7 @@ class WorkerRuntime:
         run = self.running.pop(rid)
         if usage.error is not None and not cancelled:
             log.info("sequence failed", rid=rid, error=str(usage.error))
-            self._send(protocol.error(run.job.id, _as_error(usage.error), rid=rid))
+            self._send(protocol.error(run.job.request.id, _as_error(usage.error), rid=rid))
             return
         ended = time.monotonic()
         first = run.first or ended
@@ -217,7 +218,7 @@ class WorkerRuntime:
         n = usage.completion_tokens
         tps = (n - 1) / decode_s if decode_s > 0 and n > 1 else 0.0
         self._done(
-            rid, run.job.id,
+            rid, run.job.request.id,
             stopped="cancelled" if cancelled else usage.finish_reason,
             usage=protocol.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=n),
             timings=protocol.Timings(ttft_ms=(first - run.started) * 1000, total_ms=(ended - run.started) * 1000,
@@ -225,18 +226,18 @@ class WorkerRuntime:
             dropped_messages=run.dropped,
         )
 
-    def _embed(self, job: protocol.WorkEmbed) -> None:
+    def _embed(self, rid: int, request: protocol.Embed) -> None:
         started = time.monotonic()
         try:
-            vectors, tokens = self.backend.embed(list(job.input))
+            vectors, tokens = self.backend.embed(list(request.input))
         except Exception as exc:
-            self._send(protocol.error(job.id, _as_error(exc), rid=job.rid))
+            self._send(protocol.error(request.id, _as_error(exc), rid=rid))
             return
         for i, vector in enumerate(vectors):
             packed = array.array("f", vector).tobytes()  # native float32: little-endian on every machine we run
-            self._send(protocol.event(protocol.EMBEDDING, rid=job.rid, id=job.id, index=i, vector=packed))
+            self._send(protocol.event(protocol.EMBEDDING, rid=rid, id=request.id, index=i, vector=packed))
         elapsed = (time.monotonic() - started) * 1000
-        self._done(job.rid, job.id, stopped="stop", usage=protocol.Usage(prompt_tokens=tokens),
+        self._done(rid, request.id, stopped="stop", usage=protocol.Usage(prompt_tokens=tokens),
                    timings=protocol.Timings(ttft_ms=elapsed, total_ms=elapsed))
 
     # -- I/O thread ----------------------------------------------------------
