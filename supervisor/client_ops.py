@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from corral.configs import catalog
 from corral.supervisor import lifecycle, protocol
-from corral.supervisor.errors import BadRequest, Busy, CorralError, ShuttingDown
+from corral.supervisor.errors import BadRequest, Busy, CorralError, InternalError, ShuttingDown
 from corral.supervisor.memory import estimate_memory
 from corral.supervisor.reports import describe_models, supervisor_facts
 from corral.supervisor.table import Model, Request, State
@@ -132,3 +132,17 @@ def on_unload(sup: "Supervisor", client: bytes, msg: protocol.Unload) -> None:
         lifecycle.unload(sup, model, "unloaded")
     sup.reply(client, protocol.event(protocol.DONE, id=msg.id, unloaded=sorted(m.name for m in targets)))
     sup.schedule()
+
+
+def abandon(sup: "Supervisor", client: bytes, id) -> None:
+    """End a request whose handling failed unexpectedly, wherever it got."""
+    req = sup.table.find(client, id)
+    if req is not None:
+        model = sup.table.models.get(req.model)
+        if model is not None and req in model.queue:
+            model.queue.remove(req)
+        if model is not None and req in model.load_waiters:
+            model.load_waiters.remove(req)
+        sup.table.forget(req)
+    sup.reply(client, protocol.error(id, InternalError("corral hit an internal error with this request; "
+                                                      "see `corral logs` and report it")))

@@ -23,7 +23,9 @@ from corral.configs.settings import Settings
 from corral.supervisor import client_ops, lifecycle, policy, protocol, scheduler
 from corral.supervisor.errors import CorralError, InternalError
 from corral.supervisor.logs import get_logger
+from corral.supervisor.gateway_keeper import GatewayKeeper
 from corral.supervisor.restarter import Restarter
+from corral.supervisor.sockets import MORE, NOBLOCK, bind_router
 from corral.supervisor.table import Table, Worker
 from corral.supervisor.worker_process import ProcessLauncher
 
@@ -33,32 +35,6 @@ log = get_logger()
 BATCH = 256
 # Rounds of reading both sockets after one poll, while frames keep coming.
 DRAIN_ROUNDS = 16
-# Plain ints: combining pyzmq's enum flags costs more than the send itself.
-_NOBLOCK = int(zmq.NOBLOCK)
-_MORE = int(zmq.SNDMORE) | _NOBLOCK
-
-
-def _bind(ctx: zmq.Context, path: os.PathLike) -> zmq.Socket:
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-    sock.setsockopt(zmq.LINGER, 0)
-    # Sending to a client that has gone raises instead of vanishing silently,
-    # so a generation nobody reads is cancelled.
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    # A reconnecting client with a leftover identity must not be refused.
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    # Never drop a token for a slow reader: a stream is bounded by its
-    # max_tokens and the context, so the queue is too.
-    sock.setsockopt(zmq.SNDHWM, 0)
-    if os.path.exists(path):
-        os.unlink(path)  # stale socket of a dead supervisor; we hold the pid lock
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(f"ipc://{path}")
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    return sock
 
 
 class Supervisor:
@@ -67,13 +43,14 @@ class Supervisor:
         self.launcher = launcher or ProcessLauncher(settings, log_level)
         self.started_wall, self.started = time.time(), time.monotonic()
         self.ctx = zmq.Context()
-        self.front = _bind(self.ctx, settings.socket_path)
-        self.back = _bind(self.ctx, settings.workers_socket_path)
+        self.front = bind_router(self.ctx, settings.socket_path)
+        self.back = bind_router(self.ctx, settings.workers_socket_path)
         self.poller = zmq.Poller()
         self.poller.register(self.front, zmq.POLLIN)
         self.poller.register(self.back, zmq.POLLIN)
         self.table = Table()
         self.restarter = Restarter(limit=settings.crash_limit)
+        self.gateway = GatewayKeeper(settings, self.restarter, self._watch_fd, self._unwatch_fd)
         self.by_sentinel: dict[int, Worker] = {}
         self.next_worker = 1
         self.shutdown_requests: list[tuple[bytes, Any]] = []
@@ -105,6 +82,8 @@ class Supervisor:
             if fd in ready:
                 self.unwatch(worker)  # first: a failure below must not make it fire for ever
                 self._guard(lifecycle.on_exit, self, worker)
+        if self.gateway.sentinel in ready:
+            self._guard(self.gateway.on_exit, time.monotonic())
         if self.front in ready or self.back in ready:
             # While frames keep coming, read on without polling: a failed
             # non-blocking read costs less than a poll.
@@ -113,8 +92,12 @@ class Supervisor:
                     break
         if self._wakeup_r in ready:
             self._on_wakeup()
-        self._guard(lifecycle.tick, self, time.monotonic())
-        if self.shutdown_requests and not self.table.models:
+        now = time.monotonic()
+        self._guard(lifecycle.tick, self, now)
+        if not self.shutting_down:
+            self._guard(self.gateway.tick, now)
+        self.gateway.advance_stop(now)
+        if self.shutdown_requests and not self.table.models and self.gateway.sentinel is None:
             for client, id in self.shutdown_requests:
                 self.reply(client, protocol.event(protocol.DONE, id=id))
             self.running = False
@@ -123,7 +106,7 @@ class Supervisor:
         """Handle up to BATCH waiting messages; returns how many there were."""
         for n in range(BATCH):
             try:
-                parts = sock.recv_multipart(_NOBLOCK)
+                parts = sock.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return n
             if len(parts) != 2:
@@ -135,6 +118,8 @@ class Supervisor:
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
         deadlines = [self.next_beat]
+        if self.gateway.retry_at is not None:
+            deadlines.append(self.gateway.retry_at)
         for model in self.table.models.values():
             if model.expires_at is not None and model.idle:
                 deadlines.append(model.expires_at)
@@ -169,20 +154,7 @@ class Supervisor:
             self.reply(client, protocol.error(msg.id, exc))
         except Exception:
             log.exception("internal error while handling a request", op=type(msg).__name__)
-            self._abandon(client, msg.id)
-
-    def _abandon(self, client: bytes, id: Any) -> None:
-        """End a request whose handling failed unexpectedly, wherever it got."""
-        req = self.table.find(client, id)
-        if req is not None:
-            model = self.table.models.get(req.model)
-            if model is not None and req in model.queue:
-                model.queue.remove(req)
-            if model is not None and req in model.load_waiters:
-                model.load_waiters.remove(req)
-            self.table.forget(req)
-        self.reply(client, protocol.error(id, InternalError("corral hit an internal error with this request; "
-                                                            "see `corral logs` and report it")))
+            client_ops.abandon(self, client, msg.id)
 
     def _on_worker(self, identity: bytes, frame: bytes) -> None:
         worker = self.table.workers.get(identity)
@@ -212,8 +184,8 @@ class Supervisor:
         if not client:
             return False  # a preload: nobody to answer
         try:
-            self.front.send(client, _MORE)
-            self.front.send(frame, _NOBLOCK)
+            self.front.send(client, MORE)
+            self.front.send(frame, NOBLOCK)
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the client went away
             log.info("client unreachable", error=str(exc))
@@ -224,18 +196,24 @@ class Supervisor:
         ``data`` to the socket its main thread reads work from."""
         identity = worker.identity + protocol.WORKER_DATA_SUFFIX if data else worker.identity
         try:
-            self.back.send(identity, _MORE)
-            self.back.send(frame, _NOBLOCK)
+            self.back.send(identity, MORE)
+            self.back.send(frame, NOBLOCK)
         except zmq.ZMQError:
             pass  # not connected yet, or gone: its sentinel tells the rest
 
     def watch(self, worker: Worker) -> None:
         self.by_sentinel[worker.handle.sentinel] = worker
-        self.poller.register(worker.handle.sentinel, zmq.POLLIN)
+        self._watch_fd(worker.handle.sentinel)
 
     def unwatch(self, worker: Worker) -> None:
-        self.poller.unregister(worker.handle.sentinel)
+        self._unwatch_fd(worker.handle.sentinel)
         del self.by_sentinel[worker.handle.sentinel]
+
+    def _watch_fd(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+
+    def _unwatch_fd(self, fd: int) -> None:
+        self.poller.unregister(fd)
 
     def schedule(self) -> None:
         scheduler.schedule(self)
@@ -251,7 +229,7 @@ class Supervisor:
         return policy.auto_budget(psutil.virtual_memory().available, held)
 
     def gateway_facts(self) -> dict | None:
-        return None
+        return self.gateway.facts()
 
     # -- starting and stopping ---------------------------------------------
 
@@ -261,6 +239,7 @@ class Supervisor:
 
     def begin_shutdown(self) -> None:
         log.info("shutting down", models=len(self.table.models))
+        self.gateway.stop()
         for model in list(self.table.models.values()):
             lifecycle.unload(self, model, "the supervisor is shutting down")
         self.schedule()
@@ -292,6 +271,7 @@ class Supervisor:
     def close(self) -> None:
         for worker in self.table.all_workers():
             worker.handle.kill("was killed because the supervisor stopped")
+        self.gateway.kill()
         self.front.close(0)
         self.back.close(0)
         self.ctx.term()

@@ -167,6 +167,10 @@ class WorkerProcess:
             self._signal_group(signal.SIGKILL)
             self.stop_rung, self.stop_deadline = KILLED, None
 
+    def terminate(self) -> None:
+        """SIGTERM to its process group: a polite request to finish and exit."""
+        self._signal_group(signal.SIGTERM)
+
     def _signal_group(self, sig: int) -> None:
         try:
             os.killpg(self.pid, sig)

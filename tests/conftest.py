@@ -33,6 +33,9 @@ def corral_home(monkeypatch):
         if var.startswith("CORRAL_"):
             monkeypatch.delenv(var)
     monkeypatch.setenv("CORRAL_HOME", str(home))
+    # No HTTP gateway unless a test asks for one on a free port: tests run
+    # side by side and never take Docker Model Runner's port 12434.
+    monkeypatch.setenv("CORRAL_HTTP", "off")
     yield home
     stop_supervisor(home)
     shutil.rmtree(home, ignore_errors=True)
