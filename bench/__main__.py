@@ -21,6 +21,7 @@ SECTIONS = {
     "decode": "bench.decode",
     "startup": "bench.startup",
     "pull": "bench.pull",
+    "http": "bench.http",
 }
 
 # figure -> (goal, "min" or "max")
@@ -36,6 +37,11 @@ GOALS = {
     "pull_vs_curl": (0.8, "min"),
     "pull_present_ms": (100.0, "max"),
     "pull_present_blob_bytes": (0.0, "max"),
+    "http_decode_ratio": (0.98, "min"),
+    "http_ttft_overhead_ms": (2.0, "max"),
+    "http_rps_c8": (2000.0, "min"),
+    "http_decode_ratio_vs_llama_cpp_server": (1.05, "min"),
+    "http_cancel_to_idle_ms": (500.0, "max"),
 }
 
 

@@ -60,7 +60,7 @@ def private_workdir(home: os.PathLike) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral.gateway", description="corral's HTTP gateway")
-    parser.add_argument("--listen", help="HOST:PORT (default: CORRAL_HTTP, else 127.0.0.1:12434)")
+    parser.add_argument("--listen", help="HOST:PORT (default: the http setting, CORRAL_HTTP)")
     parser.add_argument("--parent", type=int, help="exit when this process (the supervisor) dies")
     args = parser.parse_args(argv)
     configure_logging(os.environ.get("CORRAL_LOG_LEVEL", "info"), process="gateway")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        config = load_gateway_config(args.listen)
+        config = load_gateway_config(settings, args.listen)
     except CorralError as exc:
         log.error("gateway cannot start", error=exc.message)
         return EXIT_USAGE

@@ -1,21 +1,19 @@
 """The gateway's own settings: where it listens, who may call it.
 
-They come from the environment like every corral setting (``CORRAL_HTTP``,
-``CORRAL_API_KEY``, ``CORRAL_HTTP_ORIGINS``); ``--listen`` overrides the
+They are corral settings like any other (``CORRAL_HTTP``, ``CORRAL_API_KEY``,
+``CORRAL_HTTP_ORIGINS``, or the config file); ``--listen`` overrides the
 address. Everything here is a pure function of its inputs.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
-from typing import Mapping
 
+from corral.configs.settings import Settings
 from corral.supervisor.errors import UsageError
 
-DEFAULT_LISTEN = "127.0.0.1:12434"  # Docker Model Runner's port
 #: Largest request body accepted (Docker Model Runner's cap).
 MAX_BODY_BYTES = 10 * 1024 * 1024
 # Names a browser or a client on this machine uses for a loopback server.
@@ -69,7 +67,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     text = text.strip()
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"invalid HTTP address {text!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}, or off")
+        raise UsageError(f"invalid HTTP address {text!r}: use HOST:PORT, e.g. 127.0.0.1:12434")
     host = host.strip("[]") or "127.0.0.1"
     if host != "localhost":
         try:
@@ -79,14 +77,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return ("127.0.0.1" if host == "localhost" else host), int(port)
 
 
-def load_gateway_config(listen: str | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_gateway_config(settings: Settings, listen: str | None = None) -> GatewayConfig:
     """The gateway's settings; refuses to listen beyond loopback without a key."""
-    env = os.environ if env is None else env
-    host, port = parse_listen(listen or env.get("CORRAL_HTTP") or DEFAULT_LISTEN)
-    key = env.get("CORRAL_API_KEY") or None
-    origins = tuple(o.strip().rstrip("/") for o in (env.get("CORRAL_HTTP_ORIGINS") or "").split(",") if o.strip())
-    config = GatewayConfig(host, port, key, origins)
-    if not config.loopback and not key:
+    if listen:
+        host, port = parse_listen(listen)
+    elif settings.http is None:
+        raise UsageError("the HTTP gateway is off (CORRAL_HTTP=off); pass --listen HOST:PORT to run it anyway")
+    else:
+        host, port = parse_listen(f"[{settings.http[0]}]:{settings.http[1]}")
+    config = GatewayConfig(host, port, settings.api_key or None, tuple(o.rstrip("/") for o in settings.http_origins))
+    if not config.loopback and not config.api_key:
         raise UsageError(
             f"refusing to listen on {config.address} (beyond loopback) without an API key: "
             "set CORRAL_API_KEY, or listen on 127.0.0.1"

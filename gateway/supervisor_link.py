@@ -126,8 +126,10 @@ class SupervisorLink:
             fields = {k: v for k, v in kwargs.items() if k not in self.unsupported}
             try:
                 return await call(*args, **fields)
-            except BadRequest as exc:
-                refused = {k for k in OPTIONAL_FIELDS if k in fields and repr(k) in exc.message}
+            except (BadRequest, TypeError) as exc:
+                # BadRequest: an unknown option; TypeError: a client library
+                # whose call does not take the keyword yet.
+                refused = {k for k in OPTIONAL_FIELDS if k in fields and repr(k) in str(exc)}
                 if not refused:
                     raise
                 log.info("the supervisor does not take these fields yet; leaving them out", fields=sorted(refused))

@@ -1,9 +1,9 @@
 """A running gateway for the HTTP tests: a supervisor in the test's own
 CORRAL_HOME and `python -m corral.gateway` on a free loopback port.
 
-``start_gateway`` is the one place that launches it. Once the supervisor
-starts the gateway itself (from CORRAL_HTTP), it only sets CORRAL_HTTP and
-waits for the port; until then it starts the process itself.
+``start_gateway`` is the one place that launches it: it sets CORRAL_HTTP
+and starts the supervisor; if that supervisor runs no gateway (its status
+has no ``http`` facts), it starts the process itself.
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def supervisor_starts_gateway() -> bool:
-    """Whether this corral's supervisor runs the gateway (CORRAL_HTTP)."""
-    return hasattr(load_settings(), "http")
+def gateway_facts() -> dict | None:
+    """What the running supervisor says about its gateway (None: it runs none)."""
+    from corral.client import Client
+
+    with Client(load_settings(), autostart=False) as client:
+        return client.status().get("http")
 
 
 @dataclass
@@ -98,12 +101,11 @@ def launch_gateway_process(home: Path, listen: str) -> tuple[subprocess.Popen, P
 def start_gateway(home: Path, *, host: str = "127.0.0.1", headers: dict | None = None) -> Gateway:
     """Supervisor and gateway for ``home``, answering on a free port."""
     port = free_port()
-    if supervisor_starts_gateway():
-        os.environ["CORRAL_HTTP"] = f"{host}:{port}"
-        ensure_supervisor(load_settings())
+    os.environ["CORRAL_HTTP"] = f"{host}:{port}"
+    ensure_supervisor(load_settings())
+    if isinstance(gateway_facts(), dict):  # the supervisor runs it
         gateway = Gateway(host, port, home, headers=headers or {})
     else:
-        ensure_supervisor(load_settings())
         proc, log_path = launch_gateway_process(home, f"{host}:{port}")
         gateway = Gateway(host, port, home, proc, log_path, headers or {})
     probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host

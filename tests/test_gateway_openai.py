@@ -174,5 +174,5 @@ def test_smollm2_stops_on_its_own_with_finish_reason_stop(gateway_factory):
     gw = gateway_factory()
     answer = sdk(gw).chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=200)
     assert answer.choices[0].finish_reason == "stop"
-    cut = sdk(gw).chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "Count to 100."}], temperature=0, max_tokens=5)
+    cut = sdk(gw).chat.completions.create(model=SMOLLM2, messages=[{"role": "user", "content": "Write a long story about a dragon."}], temperature=0, max_tokens=5)
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 5
