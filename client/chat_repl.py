@@ -1,4 +1,7 @@
-"""The interactive chat of ``corral run MODEL`` on a terminal."""
+"""The interactive chat of ``corral run MODEL`` and ``corral chat MODEL`` on
+a terminal: read a line, run a command or send a message, print the answer
+as it streams. The chat survives everything but losing the supervisor:
+Ctrl-C, bad commands, a crashed worker, a model that will not load."""
 
 from __future__ import annotations
 
@@ -6,114 +9,227 @@ from typing import Any, Callable
 
 import click
 
+from corral.client import chat_show
 from corral.client.api import Client, Response
-from corral.client.render import stats_line
-from corral.supervisor.errors import BadRequest, Busy, GenerationFailed, WorkerCrashed
+from corral.client.chat_commands import HELP, Command, parse, split_words
+from corral.client.chat_files import history_path, load_chat, save_chat
+from corral.client.chat_session import ChatSession
+from corral.client.cli_options import checked_text
+from corral.client.line_reader import LineReader
+from corral.client.render import echo_dim, echo_error, stats_line
+from corral.client.streaming import CtrlCCancels, cut_marker, stream
+from corral.configs.settings import Settings
+from corral.supervisor.errors import CorralError, ShuttingDown, SupervisorUnreachable, UsageError
 
-# Errors after which the conversation can simply go on.
-RECOVERABLE = (BadRequest, Busy, GenerationFailed, WorkerCrashed)
-
-HELP = """Available commands:
-  /clear          Forget the conversation so far
-  /bye            Leave (Ctrl-D does too)
-  /?, /help       Show this help
-  \"\"\"             Begin or end a multi-line message
-
-Ctrl-C stops the answer being written; it does not leave the chat."""
-
-PROMPT = "> "
-CONTINUATION = "... "
+# Errors that end the chat: there is no supervisor left to talk to.
+FATAL = (SupervisorUnreachable, ShuttingDown)
+CTRL_C_HINT = "Use Ctrl-D or /bye to leave."
 
 
-def read_message(ask: Callable[[str], str] = input) -> str:
-    """One user message; a line starting with \"\"\" opens a multi-line one
-    that the next line ending with \"\"\" closes."""
-    line = ask(PROMPT)
-    if not line.lstrip().startswith('"""'):
-        return line
-    text = line.lstrip()[3:]
-    if text.rstrip().endswith('"""'):
-        return text.rstrip()[:-3]
-    lines = [text] if text else []
-    while True:
-        line = ask(CONTINUATION)
-        if line.rstrip().endswith('"""'):
-            lines.append(line.rstrip()[:-3])
-            return "\n".join(lines).strip("\n")
-        lines.append(line)
+class Chat:
+    def __init__(
+        self,
+        client: Client,
+        session: ChatSession,
+        *,
+        settings: Settings,
+        styled: Callable[..., str],
+        extra: dict[str, Any] | None = None,
+    ):
+        self.client = client
+        self.session = session
+        self.settings = settings
+        self.styled = styled
+        # more keywords for every request: the --debug log stream
+        self.extra = extra or {}
 
+    # -- output ------------------------------------------------------------
 
-def stream_answer(response: Response, styled: Callable[..., str]) -> str:
-    """Print an answer as it comes. Ctrl-C cancels the generation and
-    returns what was written so far."""
-    try:
-        for piece in response:
+    def say(self, text: str) -> None:
+        click.echo(text)
+
+    def dim(self, text: str, err: bool = False) -> None:
+        echo_dim(text, self.styled, err)
+
+    def error(self, exc: CorralError) -> None:
+        echo_error(exc.message, self.styled)
+
+    # -- the loop ----------------------------------------------------------
+
+    def load_first(self) -> None:
+        """Load the model before the first prompt: a model that cannot load
+        fails the command at once, and the first answer starts at once."""
+        self._load(self.session.model)
+
+    def run(self) -> None:
+        reader = LineReader(history_path(self.settings))
+        self.dim("Type /? for help, /bye to leave.", err=True)
+        while True:
+            try:
+                text = reader.read_message()
+            except EOFError:
+                click.echo()
+                return
+            except KeyboardInterrupt:
+                self.dim(CTRL_C_HINT)
+                continue
+            parsed = parse(text)
+            if isinstance(parsed, str):
+                if parsed.strip():
+                    self.send(parsed)
+                continue
+            if parsed.name == "bye":
+                return
+            try:
+                self.command(parsed)
+            except FATAL:
+                raise
+            except CorralError as exc:
+                self.error(exc)
+            except KeyboardInterrupt:  # a load that takes long: back to the prompt
+                self.dim("[stopped]")
+
+    def command(self, cmd: Command) -> None:
+        if cmd.name == "unknown":
+            raise UsageError(f"Unknown command '{cmd.word}'. Type /? for help")
+        handler = {
+            "help": lambda _args: self.say(HELP),
+            "clear": self.clear,
+            "set": self.set,
+            "show": self.show,
+            "load": self.load_model,
+            "save": self.save,
+            "load-chat": self.load_chat,
+        }[cmd.name]
+        handler(cmd.args)
+
+    # -- commands ----------------------------------------------------------
+
+    def clear(self, _args: str) -> None:
+        self.session.clear()
+        self.say("Cleared the conversation." + (" The system prompt stays." if self.session.system else ""))
+
+    def set(self, args: str) -> None:
+        what, rest = split_words(args, 2)
+        if what == "system":
+            self.session.set_system(rest)
+            self.say("Set the system prompt." if self.session.system else "Cleared the system prompt.")
+        elif what == "parameter":
+            name, value = split_words(rest, 2)
+            if not name:
+                raise UsageError("use /set parameter NAME VALUE, e.g. /set parameter temperature 0.7")
+            number = self.session.set_parameter(name, value.strip())
+            if name == "num_ctx":
+                self.dim(f"Reloading {self.session.model} with a {number}-token context...")
+                self._load(self.session.model)
+                self.say(f"{self.session.model} now runs with a {number}-token context.")
+            else:
+                self.say(f"Set parameter {name} to {' '.join(number) if isinstance(number, list) else number}.")
+        elif what in ("verbose", "quiet"):
+            self.session.verbose = what == "verbose"
+            self.say("Stats after each answer: " + ("on." if self.session.verbose else "off."))
+        else:
+            raise UsageError(f"unknown /set {what!r}: use /set system, /set parameter, /set verbose or /set quiet")
+
+    def show(self, args: str) -> None:
+        what = args.strip()
+        if what == "info":
+            self.say(chat_show.info(self.session, self._loaded_row()))
+        elif what == "parameters":
+            self.say(chat_show.parameters(self.session))
+        elif what == "system":
+            self.say(self.session.system or "No system prompt is set.")
+        else:
+            raise UsageError(f"unknown /show {what!r}: use /show info, /show parameters or /show system")
+
+    def load_model(self, args: str) -> None:
+        model = checked_text(args.strip(), "the model name")
+        if not model:
+            raise UsageError("use /load MODEL, e.g. /load ai/smollm2")
+        if model != self.session.model:
+            self.session.model_kwargs.pop("model_type", None)  # it described the other file
+        self.dim(f"Loading {model}...")
+        self._load(model)
+        self.session.model = model
+        self.say(f"Switched to {model}; the conversation goes on.")
+
+    def save(self, args: str) -> None:
+        path = save_chat(self.settings, args.strip(), self.session.as_record())
+        self.say(f"Saved the chat as {args.strip()} ({path}).")
+
+    def load_chat(self, args: str) -> None:
+        record = load_chat(self.settings, args.strip())
+        self.session.restore(record)
+        saved_with = record.get("model")
+        note = f" (saved with {saved_with})" if isinstance(saved_with, str) and saved_with != self.session.model else ""
+        self.say(f"Loaded chat {args.strip()}: {len(self.session.messages)} messages{note}.")
+
+    def _load(self, model: str) -> None:
+        self.client.load(model, **self.session.model_kwargs, **self.extra)
+
+    def _loaded_row(self) -> dict[str, Any] | None:
+        from corral.client.requests import model_ref
+        from corral.configs.catalog import canonical_name
+
+        name = canonical_name(model_ref(self.session.model))
+        rows = [m for m in self.client.ps() if m["model"] == name or m["model"].startswith(name + "#")]
+        return rows[0] if rows else None
+
+    # -- messages ----------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        text = checked_text(text, "the message")
+        written: list[str] = []
+
+        def write(piece: str) -> None:
             click.echo(piece, nl=False)
-    except KeyboardInterrupt:
-        response.cancel()
-        # The stream ends with the supervisor's "cancelled" done; read it so
-        # the next turn starts on a clean connection.
-        for _ in response:
-            pass
-        click.echo(styled("\n[stopped]", dim=True), nl=False)
-    click.echo()
-    return "".join(response.chunks)
+            written.append(piece)
 
+        with CtrlCCancels() as ctrl_c:
+            try:
+                response = ctrl_c.watch(self._request(text))
+                stream(response, write, ctrl_c)
+            except FATAL:
+                raise
+            except CorralError as exc:  # the chat goes on: a crashed worker restarts
+                if written:
+                    click.echo()
+                self.error(exc)
+                return
+        self._finish(text, response, "".join(written), ctrl_c.pressed)
 
-def chat_loop(
-    client: Client,
-    model: str,
-    *,
-    system: str | None,
-    sampling: dict[str, Any],
-    verbose: bool,
-    styled: Callable[..., str],
-) -> None:
-    try:
-        import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
-    start = [{"role": "system", "content": system}] if system else []
-    messages = list(start)
-    click.echo(styled("Type /? for help, /bye to leave.", dim=True), err=True)
-    while True:
-        try:
-            text = read_message()
-        except EOFError:
+    def _request(self, text: str) -> Response:
+        # truncate: the worker drops the oldest turns that no longer fit the
+        # context (never the system prompt or this message) and says how many.
+        return self.client.chat(
+            self.session.model,
+            self.session.request(text),
+            truncate=True,
+            **self.session.options,
+            **self.session.model_kwargs,
+            **self.extra,
+        )
+
+    def _finish(self, text: str, response: Response, answer: str, pressed: bool) -> None:
+        if answer and not answer.endswith("\n"):
             click.echo()
-            return
-        except KeyboardInterrupt:
-            click.echo(styled("\nUse Ctrl-D or /bye to leave.", dim=True))
-            continue
-        command = text.strip()
-        if not command:
-            continue
-        if command in ("/bye", "/exit", "/quit"):
-            return
-        if command in ("/?", "/help"):
-            click.echo(HELP)
-            continue
-        if command == "/clear":
-            messages = list(start)
-            click.echo("Cleared the conversation.")
-            continue
-        if command.startswith("/") and " " not in command:
-            click.echo(f"Unknown command {command!r}. Type /? for help.")
-            continue
-        messages.append({"role": "user", "content": text})
-        try:
-            response = client.chat(model, messages, **sampling)
-        except KeyboardInterrupt:  # before the request was on its way
-            messages.pop()
-            click.echo(styled("\n[stopped]", dim=True))
-            continue
-        try:
-            answer = stream_answer(response, styled)
-        except RECOVERABLE as exc:
-            # The chat goes on: the next message respawns a crashed worker.
-            click.echo(styled(f"\nError: {exc.message}", fg="red"), err=True)
-            messages.pop()
-            continue
-        messages.append({"role": "assistant", "content": answer})
-        if verbose and response.done:
-            click.echo(styled(stats_line(response.done), dim=True), err=True)
+        if response.dropped_messages:
+            self.session.drop_oldest(response.dropped_messages)
+            self.dim(f"(older turns dropped to fit the {self._context_name()} context)")
+        if pressed:
+            self.dim("[stopped]")
+        elif response.stopped == "cancelled":
+            self.error(CorralError("the answer was cancelled: its model was unloaded or corral is stopping"))
+        elif cut_marker(response):
+            self.dim(cut_marker(response))
+        if answer:
+            self.session.add_turn(text, answer)
+        if self.session.verbose and response.done:
+            self.dim(stats_line(response.done), err=True)
+
+    def _context_name(self) -> str:
+        context = self.session.model_kwargs.get("context_length")
+        if context is None:
+            row = self._loaded_row()
+            context = row["context_length"] if row else None
+        return f"{context}-token" if context else "model's"

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+import click
 
 from corral.configs.settings import format_size
+
+# `styled(text, **style)`: the text with click styles when colour is on,
+# else as it is; echoed with color=True so click keeps what it added.
+Styler = Callable[..., str]
+
+
+def echo_dim(text: str, styled: Styler, err: bool = False) -> None:
+    click.echo(styled(text, dim=True), err=err, color=True)
+
+
+def echo_error(message: str, styled: Styler) -> None:
+    """An error as the CLI shows every error: one line on stderr."""
+    click.echo(styled("Error:", fg="red", bold=True) + " " + message, err=True, color=True)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -14,6 +29,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["   ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["   ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def pairs(rows: Iterable[Sequence[Any]]) -> str:
+    """Name/value rows, aligned, with no header line."""
+    return table(["", ""], rows).split("\n", 1)[1]
 
 
 def until(timestamp: float | None, keep_alive: float | None = None) -> str:
@@ -71,3 +91,18 @@ def ps_table(models: list[dict]) -> str:
             for m in models
         ],
     )
+
+
+def status_rows(facts: dict[str, Any]) -> list[list[Any]]:
+    """What `corral status` shows, from the supervisor's facts."""
+    budget = format_size(facts["memory_budget_bytes"]) + (" (available memory)" if facts["memory_budget_auto"] else "")
+    idle = facts["idle_timeout_s"]
+    return [
+        ["Supervisor pid", facts["pid"]],
+        ["Uptime", duration(facts["uptime_s"])],
+        ["Socket", facts["socket"]],
+        ["Loaded models", f"{facts['loaded_models']} (at most {facts['max_loaded_models']})"],
+        ["Memory budget", budget],
+        ["Idle timeout", "never" if idle is None else duration(idle)],
+        ["Requests served", facts["requests_total"]],
+    ]
