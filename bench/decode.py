@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
 from corral.client import Client
@@ -38,11 +39,33 @@ def _rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else float("nan")
 
 
+def high_level_llama() -> Any:
+    """llama-cpp-python's Llama as a user would make it, but without the
+    extra buffer types on AMX CPUs, as corral's worker (they segfault on
+    this machine's first multi-token batch: ggml-org/llama.cpp#20824)."""
+    import llama_cpp
+    import llama_cpp.llama
+    from llama_cpp import Llama
+
+    from corral.workers.llama_cpp_backend import extra_buffers_allowed
+
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = extra_buffers_allowed()
+        return p
+
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
+    try:
+        return Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    finally:
+        llama_cpp.llama.llama_cpp.llama_model_default_params = default
+
+
 class HighLevel:
     def __init__(self) -> None:
-        from llama_cpp import Llama
-
-        self.llm = Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+        self.llm = high_level_llama()
 
     def run(self, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
         t0 = now()
@@ -126,19 +149,24 @@ def run(quick: bool) -> dict:
             figures["inprocess_rss_mb"] = psutil.Process().memory_info().rss / 2**20
             figures["worker_rss_overhead_mb"] = figures["worker_rss_mb"] - _baseline_rss_mb()
             figures.update(_batch(client, 8 if quick else 32, 32 if quick else 64))
+    # The engine's own batching, in-process (and against llama-server when
+    # CORRAL_BENCH_LLAMA_SERVER names one).
+    from bench import batching
+
+    figures.update(batching.run(quick))
     return figures
 
 
 def _baseline_rss_mb() -> float:
-    """RSS of a fresh process holding the same model in-process after the
-    same kind of generation: what corral's worker is compared with."""
+    """RSS of a fresh process holding the same engine in-process (same
+    model, context and sequences) after the same kind of generation: what
+    corral's worker is compared with."""
     import subprocess
     import sys
 
     code = (
-        "import psutil, sys; from llama_cpp import Llama; "
-        f"llm = Llama(model_path={smollm2_path()!r}, n_ctx={CTX}, n_threads={THREADS}, verbose=False); "
-        "list(llm.create_chat_completion([{'role': 'user', 'content': 'Hi'}], max_tokens=16, stream=True)); "
+        "import psutil; from bench.decode import LowLevel; low = LowLevel(); "
+        "low.run([{'role': 'user', 'content': 'Hi'}], 16); "
         "print(psutil.Process().memory_info().rss)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -148,9 +176,7 @@ def _baseline_rss_mb() -> float:
 def _batch(client: Client, n: int, tokens: int) -> dict:
     """n prompts through Client.batch, against a loop over in-process
     llama-cpp-python (high-level, as a user would write it)."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=smollm2_path(), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+    llm = high_level_llama()
     prompts = _prompts(n, "batch")
     time.sleep(SETTLE_S)
     t0 = now()

@@ -6,9 +6,12 @@ worker memory = weights + KV cache + compute buffers + runtime
   first prompt is evaluated);
 - KV cache: for every layer and every position of the context, a K and a V
   vector per KV head, in f16 (llama.cpp's default) or f32 (ctransformers);
-- compute buffers: the attention scores of one micro-batch against the whole
-  context (n_ubatch x n_ctx x n_head floats) plus activations and logits,
-  which grow with the vocabulary;
+- llama.cpp: one KV cache for ``parallel`` sequences of the context each
+  (the worker decodes them together); compute buffers for one micro-batch
+  (a prompt chunk plus one token per sequence) with flash attention, which
+  the logits over the vocabulary dominate;
+- ctransformers: the attention scores of one micro-batch against the whole
+  context (n_ubatch x n_ctx x n_head floats) plus activations and logits;
 - runtime: the Python interpreter, the engine library and corral's worker,
   measured with `python -m bench.memory` on this machine.
 
@@ -25,7 +28,7 @@ from corral.supervisor.errors import ModelLoadFailed
 from corral.supervisor.model_files import read_header
 
 MiB = 1024 * 1024
-# llama-cpp-python's default micro-batch (n_ubatch = n_batch = 512).
+# ctransformers' micro-batch.
 N_UBATCH = 512
 # Resident size of a worker with no model: interpreter, engine, zmq, corral.
 RUNTIME_BYTES = {"llama.cpp": 58 * MiB, CTRANSFORMERS: 45 * MiB, ECHO: 30 * MiB}
@@ -38,6 +41,7 @@ class Estimate:
     compute_bytes: int
     runtime_bytes: int
     context_length: int
+    parallel: int = 1  # sequences decoded together, each with the context
 
     @property
     def total_bytes(self) -> int:
@@ -47,8 +51,9 @@ class Estimate:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
-def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estimate:
-    """The estimate for ``spec`` loaded with its (or the given) context length."""
+def estimate_memory(spec: ModelSpec, context_length: int | None = None, parallel: int | None = None) -> Estimate:
+    """The estimate for ``spec`` loaded with its (or the given) context length
+    and number of sequences decoded together."""
     if spec.backend == ECHO:
         return Estimate(0, 0, 0, RUNTIME_BYTES[ECHO], spec.context_length)
     h = read_header(spec.path, spec.model_type)
@@ -57,17 +62,28 @@ def estimate_memory(spec: ModelSpec, context_length: int | None = None) -> Estim
             f"{spec.path} is truncated: {h.file_bytes} of {h.expected_bytes} bytes; re-download or re-copy it"
         )
     n_ctx = context_length or spec.context_length
-    if spec.backend == CTRANSFORMERS and h.context_length_trained:
-        # ctransformers' GGML models size their KV cache from the file.
-        n_ctx = h.context_length_trained
-    kv_bytes_per_value = 4 if spec.backend == CTRANSFORMERS else 2
-    kv = n_ctx * h.n_layer * h.n_head_kv * (h.head_dim_k + h.head_dim_v) * kv_bytes_per_value
-    batch = min(N_UBATCH, n_ctx)
-    compute = 4 * batch * (n_ctx * h.n_head + h.n_vocab // 4 + 4 * h.n_embd)
+    kv_per_position = h.n_layer * h.n_head_kv * (h.head_dim_k + h.head_dim_v)
+    if spec.backend == CTRANSFORMERS:
+        n_seq = 1  # no batched decode: one request at a time
+        if h.context_length_trained:
+            # ctransformers' GGML models size their KV cache from the file.
+            n_ctx = h.context_length_trained
+        kv = n_ctx * kv_per_position * 4
+        batch = min(N_UBATCH, n_ctx)
+        compute = 4 * batch * (n_ctx * h.n_head + h.n_vocab // 4 + 4 * h.n_embd)
+    else:
+        from corral.workers.llama_cpp_backend import DEFAULT_CHUNK, DEFAULT_PARALLEL
+
+        n_seq = parallel or getattr(spec, "parallel", None) or DEFAULT_PARALLEL
+        kv = n_seq * n_ctx * kv_per_position * 2  # f16
+        # Measured with flash attention: ~ one float per vocabulary entry and
+        # 8 per embedding dimension for each micro-batch row.
+        compute = 4 * (DEFAULT_CHUNK + n_seq) * (h.n_vocab + 8 * h.n_embd)
     return Estimate(
         weights_bytes=h.weights_bytes,
         kv_cache_bytes=kv,
         compute_bytes=compute,
         runtime_bytes=RUNTIME_BYTES.get(spec.backend, 50 * MiB),
         context_length=n_ctx,
+        parallel=n_seq,
     )

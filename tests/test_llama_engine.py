@@ -145,6 +145,13 @@ def test_generated_text_is_the_same_through_stream_and_steps(tiny):
     assert tiny.active() == 0 and usage.finish_reason == "cancelled"
 
 
+def test_threads_change_between_steps(tiny):
+    """The CPU budget may move threads between workers while they run."""
+    before = "".join(tiny.stream("hello world", greedy(10), Usage()))
+    tiny.set_threads(1)
+    assert "".join(tiny.stream("hello world", greedy(10), Usage())) == before
+
+
 def test_prompt_too_long_and_bad_grammar_are_one_line_errors(tiny_files):
     backend = engine(tiny_files["llama"], context_length=32, parallel=1)
     try:

@@ -174,6 +174,15 @@ class LlamaCppBackend(Backend):
             if not done:
                 self.cancel(rid)
 
+    def set_threads(self, threads: int) -> None:
+        """Run the engine on ``threads`` threads from the next step on: the
+        supervisor's CPU budget, when other workers get busy or idle. Call
+        between steps, from the thread that steps."""
+        self.threads = max(1, int(threads))
+        for ctx in (self.ctx, self._embed_ctx):
+            if ctx:
+                self._L.llama_set_n_threads(ctx, self.threads, self.threads)
+
     # -- embeddings --------------------------------------------------------------
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
