@@ -1,49 +1,47 @@
-"""The models the gateway can name: catalog entries (and store models, once
-the store offers a listing), with the facts each API's model list shows.
-
-A model file's header is read for its architecture, size label and
-quantization; only files that the catalog names are read, never a path
-from a request.
+"""The models the gateway can name: catalog entries and store models (the
+rows `corral list` shows, from ``corral.store.listing``), with the facts each
+API's model list shows. Only files that the catalog or the store name are
+ever read, never a path from a request.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from corral.configs import catalog
 from corral.configs.settings import Settings
+from corral.store.listing import model_rows
 from corral.supervisor.errors import CorralError, ModelNotFound
 from corral.supervisor.model_files import read_header
 
-# GGUF general.file_type -> quantization name (llama.cpp's llama_ftype).
-_FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
-    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
-}
+_FORMATS = {catalog.LLAMA_CPP: "gguf", catalog.CTRANSFORMERS: "ggml", catalog.ECHO: "none"}
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
     backend: str
-    created: int  # Unix time: the file's modification time
+    created: int  # Unix time
     size: int
     context_length: int
-    format: str = "gguf"
     architecture: str = ""
     parameters: str = ""
     quantization: str = ""
     description: str = ""
-    metadata: dict = field(default_factory=dict, compare=False)
+    store_id: str | None = None  # the manifest digest of a store model
+    path: str = ""  # the model file: never shown over HTTP
+
+    @property
+    def format(self) -> str:
+        return _FORMATS.get(self.backend, "unknown")
 
     @property
     def digest(self) -> str:
-        """A stable id for clients that want one: not a file digest (hashing
-        a GiB file per listing is too slow), but unique per name and file."""
+        """The store's manifest digest; for a catalog model a stable stand-in
+        (hashing a GiB file per listing would be too slow)."""
+        if self.store_id:
+            return self.store_id.removeprefix("sha256:")
         return hashlib.sha256(f"{self.name}\0{self.size}\0{self.created}".encode()).hexdigest()
 
     @property
@@ -57,42 +55,47 @@ class ModelInfo:
         return self.architecture or self.backend
 
 
-def _info(spec: catalog.ModelSpec) -> ModelInfo:
-    if spec.backend == catalog.ECHO:
-        return ModelInfo(spec.name, spec.backend, 0, 0, spec.context_length, format="none", architecture="echo", description="corral's echo backend")
-    stat = os.stat(spec.path)
-    try:
-        header = read_header(spec.path, spec.model_type)
-    except CorralError:
-        header = None
-    meta = header.metadata if header else {}
+def _info(row: dict) -> ModelInfo:
     return ModelInfo(
-        name=spec.name,
-        backend=spec.backend,
-        created=int(stat.st_mtime),
-        size=stat.st_size,
-        context_length=spec.context_length,
-        format=header.format if header else "unknown",
-        architecture=header.architecture if header else (spec.model_type or ""),
-        parameters=str(meta.get("general.size_label", "")),
-        quantization=_FILE_TYPES.get(meta.get("general.file_type"), ""),
-        description=spec.description,
-        metadata={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and not k.startswith("tokenizer.")},
+        name=row["model"],
+        backend=row.get("backend") or "",
+        created=int(row.get("created") or 0),
+        size=int(row.get("size_bytes") or 0),
+        context_length=int(row.get("context_length") or catalog.DEFAULT_CONTEXT_LENGTH),
+        architecture=row.get("architecture") or "",
+        parameters=row.get("parameters") or "",
+        quantization=row.get("quantization") or "",
+        description=row.get("description") or "",
+        store_id=row.get("id"),
+        path=row.get("path") or "",
     )
 
 
 def list_models(settings: Settings) -> list[ModelInfo]:
     """Every model a request can name and run, in name order."""
-    specs = [s for s in catalog.list_specs(settings) if isinstance(s, catalog.ModelSpec)]
+    infos = {row["model"]: _info(row) for row in model_rows(settings) if row.get("available")}
     if settings.enable_echo_backend:
-        specs.append(catalog.resolve(catalog.ECHO_MODEL, settings))
-    return sorted((_info(s) for s in specs), key=lambda m: m.name)
+        echo = catalog.ECHO_MODEL
+        infos[echo] = ModelInfo(echo, catalog.ECHO, 0, 0, catalog.DEFAULT_CONTEXT_LENGTH, "echo", description="corral's echo backend")
+    return sorted(infos.values(), key=lambda m: m.name)
 
 
 def find_model(settings: Settings, name: str) -> ModelInfo:
     """One model by name (``:latest`` implied), or ModelNotFound."""
     wanted = catalog.canonical_name(name)
     for info in list_models(settings):
-        if info.name == wanted:
+        if catalog.canonical_name(info.name) == wanted:
             return info
     raise ModelNotFound(f"model {name!r} not found; GET /v1/models lists the models you can run")
+
+
+def header_facts(info: ModelInfo) -> dict:
+    """The model file's metadata (architecture, sizes, licence, ...), for
+    Ollama's /api/show; tokenizer tables left out."""
+    if not info.path:
+        return {}
+    try:
+        meta = read_header(info.path).metadata
+    except CorralError:
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and not k.startswith("tokenizer.")}

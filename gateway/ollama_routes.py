@@ -16,7 +16,7 @@ from corral.configs.settings import parse_duration
 from corral.gateway import route_support as rs
 from corral.gateway import sampling, schemas
 from corral.gateway.errors import ollama_body, status_for
-from corral.gateway.model_listing import ModelInfo, find_model, list_models
+from corral.gateway.model_listing import ModelInfo, find_model, header_facts, list_models
 from corral.gateway.route_support import JSONResponse
 from corral.gateway.sse import EventStream, ndjson
 from corral.gateway.supervisor_link import Generation
@@ -182,7 +182,7 @@ async def show(request: Request) -> Response:
         "parameters": f"num_ctx {info.context_length}",
         "template": "",
         "details": _details(info),
-        "model_info": info.metadata,
+        "model_info": header_facts(info),
         "capabilities": ["completion"] + (["embedding"] if info.backend == "llama.cpp" else []),
         "modified_at": rs.iso_time(info.created),
     })

@@ -91,3 +91,14 @@ def test_openapi_schema_lists_exactly_the_routes(gateway):
     body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}
     assert "max_completion_tokens" in schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+
+
+def test_a_store_model_is_listed_and_answered_by_name(gateway, tiny_files, corral):
+    packaged = corral("package", "--gguf", str(tiny_files["llama"]), "--context-size", "256", "test/packaged:v1", "-q")
+    assert packaged.code == 0, packaged
+    with gateway.client() as http:
+        assert "test/packaged:v1" in [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert "test/packaged:v1" in [m["model"] for m in http.get("/api/tags").json()["models"]]
+        r = http.post("/v1/completions", json={"model": "test/packaged:v1", "prompt": "Hi", "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
