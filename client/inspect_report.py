@@ -56,14 +56,15 @@ class Report:
             rows.append(["Parameters", f["parameters"]])
         if f.get("quantization"):
             rows.append(["Quantization", f["quantization"]])
-        rows += [
-            ["Context length", f"{f['context_length']}{trained}"],
-            ["Memory estimate", format_size(e["total_bytes"])],
-            ["  weights", format_size(e["weights_bytes"])],
-            ["  KV cache", format_size(e["kv_cache_bytes"])],
-            ["  compute buffers", format_size(e["compute_bytes"])],
-            ["  runtime", format_size(e["runtime_bytes"])],
-        ]
+        rows.append(["Context length", f"{f['context_length']}{trained}"])
+        if e is not None:  # no estimate for a file that does not hold its weights
+            rows += [
+                ["Memory estimate", format_size(e["total_bytes"])],
+                ["  weights", format_size(e["weights_bytes"])],
+                ["  KV cache", format_size(e["kv_cache_bytes"])],
+                ["  compute buffers", format_size(e["compute_bytes"])],
+                ["  runtime", format_size(e["runtime_bytes"])],
+            ]
         return rows
 
 
@@ -76,7 +77,7 @@ def inspect_model(model: str, context_length: int | None = None, model_type: str
 
     spec = resolve(model_ref(model), load_settings(), model_type=model_type)
     header = read_header(spec.path, spec.model_type)
-    estimate = estimate_memory(spec, context_length)
+    estimate = None if header.truncated else estimate_memory(spec, context_length)
     return Report(
         {
             "model": spec.name,
@@ -87,16 +88,16 @@ def inspect_model(model: str, context_length: int | None = None, model_type: str
             "architecture": header.architecture,
             "file_bytes": header.file_bytes,
             # what the tensor table claims the file holds (None: not known)
-            "expected_bytes": getattr(header, "expected_bytes", None),
+            "expected_bytes": header.expected_bytes,
             "parameters": header.metadata.get("general.size_label"),
             "quantization": quantization(header.metadata),
-            "context_length": estimate.context_length,
+            "context_length": estimate.context_length if estimate else context_length or spec.context_length,
             "context_length_trained": header.context_length_trained,
             "layers": header.n_layer,
             "embedding_length": header.n_embd,
             "heads": header.n_head,
             "kv_heads": header.n_head_kv,
             "vocab_size": header.n_vocab,
-            "estimate": estimate.as_dict(),
+            "estimate": estimate.as_dict() if estimate else None,
         }
     )

@@ -73,4 +73,5 @@ def cut_marker(response: Response) -> str | None:
     """``[cut at N tokens]`` for an answer that ended at its token limit."""
     if response.stopped != "length":
         return None
-    return f"[cut at {response.usage.get('completion_tokens', 0)} tokens]"
+    n = response.usage.get("completion_tokens", 0)
+    return f"[cut at {n} token{'' if n == 1 else 's'}]"

@@ -67,6 +67,17 @@ def answered(child: pexpect.spawn) -> tuple[int, int]:
     return counts
 
 
+def converse(child: pexpect.spawn, messages: list[str]) -> list[str]:
+    """Send each message (the chat runs with --verbose); what each turn printed."""
+    outputs = []
+    for text in messages:
+        child.send(text + "\r")
+        child.expect(STATS)
+        outputs.append(plain(child.before))
+        child.expect_exact("> ")
+    return outputs
+
+
 def leave(child: pexpect.spawn) -> None:
     child.sendline("/bye")
     child.expect(pexpect.EOF)
@@ -233,12 +244,7 @@ def test_a_conversation_longer_than_the_context_keeps_answering(tiny_catalog):
     """tiny-llama holds 256 tokens: a few turns fill it; every later turn is
     answered, without the oldest turns."""
     child = spawn("run", tiny_catalog["llama"], "--max-tokens", "8", "--verbose", "--temperature", "0")
-    outputs = []
-    for i in range(12):
-        child.sendline(f"please remember that the number of this turn is {i}")
-        child.expect(STATS)
-        outputs.append(plain(child.before))
-        child.expect_exact("> ")
+    outputs = converse(child, [f"please remember that the number of this turn is {i}" for i in range(12)])
     dropped = [i for i, out in enumerate(outputs) if "(older turns dropped to fit the 256-token context)" in out]
     assert dropped, outputs[-1]
     assert not any("Error" in out for out in outputs)
@@ -318,12 +324,7 @@ PARAGRAPH = (
 @pytest.mark.e2e
 def test_a_2048_token_conversation_keeps_answering():
     child = spawn("run", SMOLLM2, "--temperature", "0", "--max-tokens", "32", "--verbose")
-    outputs = []
-    for i in range(8):
-        child.send(f"{PASTE_START}Note {i}. {PARAGRAPH}\nWhat is note {i} about?{PASTE_END}\r")
-        child.expect(STATS)
-        outputs.append(plain(child.before))
-        child.expect_exact("> ")
+    outputs = converse(child, [f"{PASTE_START}Note {i}. {PARAGRAPH}\nWhat is note {i} about?{PASTE_END}" for i in range(8)])
     assert any("(older turns dropped to fit the 2048-token context)" in out for out in outputs), outputs
     assert not any("Error" in out for out in outputs), outputs
     leave(child)
