@@ -96,8 +96,9 @@ def chat(ctx: Context, model: str, **opts: Any) -> None:
     """Chat with MODEL interactively (/? lists the commands, /bye leaves)."""
     if not sys.stdin.isatty():
         raise UsageError("`corral chat` needs a terminal; use `corral run MODEL PROMPT` in scripts")
-    ensure_pulled(checked_text(model, "MODEL"), opts)
-    _chat(ctx, checked_text(model, "MODEL"), opts)
+    model = checked_text(model, "MODEL")
+    ensure_pulled(model, opts)
+    _chat(ctx, model, opts)
 
 
 def _preload(model: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +164,7 @@ def batch(ctx: Context, model: str, input_path: Path, output_path: Path, concurr
 @cli.command()
 @json_option
 @debug_option
-@pass_ctx
-def ps(ctx: Context, as_json: bool) -> None:
+def ps(as_json: bool) -> None:
     """List the loaded models (never starts a supervisor)."""
     from corral.client.running_supervisor import NOT_RUNNING, running_client
 
