@@ -25,10 +25,9 @@ from corral.client.api import Client
 from corral.configs.settings import load_settings, parse_duration
 from corral.supervisor.errors import CorralError, UsageError
 from corral.supervisor.logs import configure_logging
+from corral.supervisor.protocol import MAX_STOP_STRINGS, MAX_TEXT_CHARS
 
-# The wire's limits (supervisor/protocol.py): texts, stop strings.
-MAX_TEXT_CHARS = 4 * 1024 * 1024
-MAX_STOP_STRINGS = 32
+# A stop string's length on the wire (protocol.Options.stop).
 MAX_STOP_CHARS = 1024
 # llama.cpp's samplers take a 32-bit seed.
 MAX_SEED = 2**32 - 1
@@ -124,6 +123,7 @@ class Parameter:
             raise UsageError(f"{self.ollama}: {exc.format_message()}") from None
 
 
+# The ranges lie within the wire's (protocol.Options; a test checks that).
 SAMPLING = (
     Parameter("temperature", "temperature", Number(0, 100), "Sampling temperature; 0 always picks the likeliest token."),
     Parameter("top_p", "top_p", Number(0, 1, min_open=True), "Nucleus sampling: keep the likeliest tokens up to this probability mass."),

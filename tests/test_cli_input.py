@@ -11,6 +11,8 @@ import subprocess
 import pytest
 
 from conftest import CORRAL, assert_one_line_error
+from corral.client.cli_options import CONTEXT_LENGTH, SAMPLING
+from corral.supervisor import protocol
 
 ECHO = "corral/echo"
 
@@ -105,3 +107,19 @@ def test_color_colours_errors_only_when_asked(corral):
     assert plain.err.startswith("Error: ") and "\x1b[" not in plain.err
     # a bad option is coloured too: --color is read first
     assert corral("run", "--top-p", "7", "--color", "yes", "x", "hi").err.startswith("\x1b[31m")
+
+
+def test_every_value_the_cli_takes_the_wire_takes():
+    """The CLI's bounds lie within the supervisor's: a request built from
+    each bound decodes as the supervisor decodes it."""
+
+    def wire(**fields):
+        frame = protocol.request("chat", 1, model="m", messages=[{"role": "user", "content": "hi"}], **fields)
+        return protocol.parse_client_request(frame)
+
+    for param in SAMPLING:
+        low = param.type.min + (1e-9 if param.type.min_open else 0)
+        for value in (low, param.type.max):
+            assert getattr(wire(options={param.kwarg: value}).options, param.kwarg) == value
+    for value in (CONTEXT_LENGTH.type.min, CONTEXT_LENGTH.type.max):
+        assert wire(context_length=value).context_length == value
