@@ -30,7 +30,7 @@ def _client_process(in_flight: int, seconds: float, out: mp.Queue) -> None:
             send()
         while started:
             rid, msg = conn.next_any(started)
-            if msg["ev"] == protocol.TOKEN:
+            if isinstance(msg, protocol.Token):
                 continue
             latencies.append(now() - started.pop(rid))
             conn.forget(rid)

@@ -15,7 +15,7 @@ import zmq
 from corral.client.core import MONITOR_EVENTS, ClientCore, configure_socket, monitor_event
 from corral.configs.settings import Settings
 
-_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class Connection:
@@ -64,11 +64,10 @@ class Connection:
         if not ready:
             return False
         if self.sock in ready:
-            while True:
-                try:
-                    self.core.receive(self.sock.recv(_NOBLOCK))
-                except zmq.Again:
-                    break
+            # Read what is there; asking the socket is cheaper than the
+            # exception a failed non-blocking recv raises.
+            while self.sock.getsockopt(_EVENTS) & _POLLIN:
+                self.core.receive(self.sock.recv(_NOBLOCK))
         # After the replies: what a supervisor sent before it exited
         # (shutdown) is still delivered.
         if self.monitor in ready:

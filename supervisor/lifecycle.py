@@ -51,7 +51,7 @@ def spawn(sup: "Supervisor", model: Model) -> None:
     identity = f"w{os.getpid()}-{sup.next_worker}".encode()
     sup.next_worker += 1
     threads = policy.threads_per_worker(os.cpu_count() or 1, model.replicas, model.spec.threads)
-    launch_spec = dataclasses.replace(model.spec, threads=threads)
+    launch_spec = dataclasses.replace(model.spec, threads=threads, parallel=model.spec.parallel or sup.settings.parallel)
     try:
         handle = sup.launcher.spawn(launch_spec, identity)
     except OSError as exc:

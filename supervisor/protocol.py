@@ -235,7 +235,8 @@ WorkerCommand = Union[Work, WorkCancel, WorkShutdown, WorkHeartbeat]
 # -- encoding and decoding -----------------------------------------------------
 
 _encoder = msgspec.msgpack.Encoder()
-_decoders = {kind: msgspec.msgpack.Decoder(kind) for kind in (ClientRequest, Reply, WorkerCommand, WorkerEvent)}
+# Decoders by direction (held directly: hashing a Union per lookup is slow).
+_requests, _replies, _commands, _events = (msgspec.msgpack.Decoder(t) for t in (ClientRequest, Reply, WorkerCommand, WorkerEvent))
 _MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
@@ -251,11 +252,11 @@ def encode(msg: Struct) -> bytes:
     return _encoder.encode(msg)
 
 
-def _decode(frame: bytes, kind: Any, what: str) -> Any:
+def _decode(frame: bytes, decoder: msgspec.msgpack.Decoder, what: str) -> Any:
     if len(frame) > MAX_FRAME_BYTES:
         raise BadRequest(f"{what} of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
-        msg = _decoders[kind].decode(frame)
+        msg = decoder.decode(frame)
     except _MALFORMED as exc:
         error = BadRequest(f"invalid {what}: {exc}")
         error.request_id = frame_ids(frame)[0]
@@ -280,19 +281,19 @@ def frame_ids(frame: bytes) -> tuple[int | str | None, int]:
 def parse_client_request(frame: bytes) -> ClientRequest:
     """A validated client request; :class:`BadRequest` carries ``.request_id``
     when the frame was readable enough to be answered."""
-    return _decode(frame, ClientRequest, "request")
+    return _decode(frame, _requests, "request")
 
 
 def parse_reply(frame: bytes) -> Reply:
-    return _decode(frame, Reply, "reply")
+    return _decode(frame, _replies, "reply")
 
 
 def parse_worker_command(frame: bytes) -> WorkerCommand:
-    return _decode(frame, WorkerCommand, "worker command")
+    return _decode(frame, _commands, "worker command")
 
 
 def parse_worker_event(frame: bytes) -> WorkerEvent:
-    return _decode(frame, WorkerEvent, "worker event")
+    return _decode(frame, _events, "worker event")
 
 
 def _convert(value: Any, kind: Any, what: str) -> Any:

@@ -36,7 +36,7 @@ log = get_logger()
 
 # The main thread's word to the I/O thread that the worker is done.
 _STOP = "inproc://stop"
-_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 @dataclass
@@ -125,11 +125,10 @@ class WorkerRuntime:
             if not shutting_down:
                 if not (self.running or self.pending):
                     self._data.poll()
-                while True:
-                    try:
-                        job = _command(self._data.recv(_NOBLOCK))
-                    except zmq.Again:
-                        break
+                # Between two steps: take what has arrived, without the
+                # exception a failed non-blocking recv costs.
+                while self._data.getsockopt(_EVENTS) & _POLLIN:
+                    job = _command(self._data.recv(_NOBLOCK))
                     if isinstance(job, protocol.WorkShutdown):
                         shutting_down = True  # after the work already sent
                         break
@@ -201,7 +200,7 @@ class WorkerRuntime:
             if text:
                 if run.first is None:
                     run.first = time.monotonic()
-                self._send(protocol.event(protocol.TOKEN, rid=rid, id=run.job.request.id, text=text))
+                self._send(protocol.encode(protocol.Token(rid=rid, id=run.job.request.id, text=text)))
             if finished:
                 self._finish(rid, run.usage)
 
