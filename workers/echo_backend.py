@@ -11,6 +11,8 @@ from corral.workers.backend import Backend, Sampling, Usage
 
 # Tokens per request when max_tokens is not given.
 DEFAULT_TOKENS = 16
+# A prompt (or last chat message) starting with this is said back verbatim.
+ECHO_PREFIX = "echo:"
 
 
 class EchoBackend(Backend):
@@ -30,6 +32,18 @@ class EchoBackend(Backend):
 
     def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
         usage.prompt_tokens = self.count_tokens(prompt)
+        if prompt.startswith(ECHO_PREFIX):
+            # Say back exactly what follows the prefix, a word at a time: what
+            # a model might say, for tests of how answers are shown.
+            words = prompt[len(ECHO_PREFIX):].split(" ")
+            pieces = [w + " " for w in words[:-1]] + [words[-1]]
+            usage.finish_reason = "stop"
+            for i, piece in enumerate(pieces[: sampling.max_tokens or None]):
+                usage.completion_tokens = i + 1
+                yield piece
+            if sampling.max_tokens and len(pieces) > sampling.max_tokens:
+                usage.finish_reason = "length"
+            return
         n = sampling.max_tokens or DEFAULT_TOKENS
         usage.finish_reason = "length"
         for i in range(n):
