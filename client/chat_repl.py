@@ -59,7 +59,7 @@ class Chat:
     def load_first(self) -> None:
         """Load the model before the first prompt: a model that cannot load
         fails the command at once, and the first answer starts at once."""
-        self._load(self.session.model)
+        self._load(self.session.model, self.session.model_kwargs)
 
     def run(self) -> None:
         reader = LineReader(history_path(self.settings))
@@ -118,21 +118,37 @@ class Chat:
             name, value = split_words(rest, 2)
             if not name:
                 raise UsageError("use /set parameter NAME VALUE, e.g. /set parameter temperature 0.7")
-            number = self.session.set_parameter(name, value.strip())
             if name == "num_ctx":
-                self.dim(f"Reloading {self.session.model} with a {number}-token context...")
-                self._load(self.session.model)
-                self.say(f"{self.session.model} now runs with a {number}-token context.")
+                self.set_context_length(value.strip())
+                return
+            number = self.session.set_parameter(name, value.strip())
+            if isinstance(number, list):
+                self.say(f"Set parameter stop to {' '.join(number)}." if number else "Cleared the stop strings.")
             else:
-                self.say(f"Set parameter {name} to {' '.join(number) if isinstance(number, list) else number}.")
+                self.say(f"Set parameter {name} to {number}.")
         elif what in ("verbose", "quiet"):
             self.session.verbose = what == "verbose"
             self.say("Stats after each answer: " + ("on." if self.session.verbose else "off."))
         else:
             raise UsageError(f"unknown /set {what!r}: use /set system, /set parameter, /set verbose or /set quiet")
 
+    def set_context_length(self, value: str) -> None:
+        """``/set parameter num_ctx N``: reload the model with that context;
+        if it cannot load, the chat keeps the context it had."""
+        before = dict(self.session.model_kwargs)
+        number = self.session.set_parameter("num_ctx", value)
+        self.dim(f"Reloading {self.session.model} with a {number}-token context...")
+        try:
+            self._load(self.session.model, self.session.model_kwargs)
+        except BaseException:
+            self.session.model_kwargs = before
+            raise
+        self.say(f"{self.session.model} now runs with a {number}-token context.")
+
     def show(self, args: str) -> None:
         what = args.strip()
+        if not what:
+            raise UsageError("use /show info, /show parameters or /show system")
         if what == "info":
             self.say(chat_show.info(self.session, self._loaded_row()))
         elif what == "parameters":
@@ -146,26 +162,31 @@ class Chat:
         model = checked_text(args.strip(), "the model name")
         if not model:
             raise UsageError("use /load MODEL, e.g. /load ai/smollm2")
+        kwargs = dict(self.session.model_kwargs)
         if model != self.session.model:
-            self.session.model_kwargs.pop("model_type", None)  # it described the other file
+            kwargs.pop("model_type", None)  # it described the other file
         self.dim(f"Loading {model}...")
-        self._load(model)
-        self.session.model = model
+        self._load(model, kwargs)
+        self.session.model, self.session.model_kwargs = model, kwargs
         self.say(f"Switched to {model}; the conversation goes on.")
 
     def save(self, args: str) -> None:
+        if not args.strip():
+            raise UsageError("use /save NAME, e.g. /save garden-notes")
         path = save_chat(self.settings, args.strip(), self.session.as_record())
         self.say(f"Saved the chat as {args.strip()} ({path}).")
 
     def load_chat(self, args: str) -> None:
+        if not args.strip():
+            raise UsageError("use /load-chat NAME; /save NAME saves one")
         record = load_chat(self.settings, args.strip())
         self.session.restore(record)
         saved_with = record.get("model")
         note = f" (saved with {saved_with})" if isinstance(saved_with, str) and saved_with != self.session.model else ""
         self.say(f"Loaded chat {args.strip()}: {len(self.session.messages)} messages{note}.")
 
-    def _load(self, model: str) -> None:
-        self.client.load(model, **self.session.model_kwargs, **self.extra)
+    def _load(self, model: str, model_kwargs: dict[str, Any]) -> None:
+        self.client.load(model, **model_kwargs, **self.extra)
 
     def _loaded_row(self) -> dict[str, Any] | None:
         from corral.client.requests import model_ref

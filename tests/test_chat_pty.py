@@ -101,6 +101,8 @@ def test_set_show_and_unknown_commands(echo):
     assert "range" in out
     command(child, "/set parameter temperature hot", "Error: temperature:")
     command(child, "/set parameter nope 1", "unknown parameter 'nope'")
+    command(child, "/set parameter stop END fin", "Set parameter stop to END fin.")
+    command(child, "/set parameter stop", "Cleared the stop strings.")
     out = command(child, "/show parameters", "num_predict")
     assert "3" in out
     # any /word is a command, known or not, with or without arguments
@@ -259,6 +261,17 @@ def test_num_ctx_reloads_the_model_and_says_so(echo):
     info = command(child, "/show info", "Parameters")
     assert re.search(r"Context length\s+512", info), info
     command(child, "/set parameter num_ctx 8", "Error: num_ctx:")
+    leave(child)
+
+
+def test_a_context_that_cannot_load_leaves_the_chat_as_it_was(tiny_catalog):
+    child = spawn("run", tiny_catalog["llama"], "--max-tokens", "2", "--verbose")
+    out = command(child, "/set parameter num_ctx 16000000", "Error:")
+    assert "memory" in out
+    assert "num_ctx" not in command(child, "/show parameters", "num_predict")
+    turn(child, "still here")
+    info = command(child, "/show info", "Parameters")
+    assert re.search(r"Context length\s+256", info), info
     leave(child)
 
 
