@@ -79,10 +79,10 @@ def llama_cpp_server() -> Iterator[str]:
     context and threads as corral's worker."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_path(), "--n_ctx", str(CTX),
+        [sys.executable, "-m", "bench.llama_cpp_server", "--model", smollm2_path(), "--n_ctx", str(CTX),
          "--n_threads", str(THREADS), "--n_threads_batch", str(THREADS), "--host", "127.0.0.1", "--port", str(port),
          "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
     try:
         _wait_port(port, proc)

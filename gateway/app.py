@@ -20,12 +20,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.configs.settings import Settings
-from corral.gateway import engines_routes, ollama_routes, openai_routes
+from corral.gateway import engines_routes, ollama_routes, openai_routes, ui_page
 from corral.gateway.config import MAX_BODY_BYTES, GatewayConfig
+from corral.gateway.disconnect import ClientGone
 from corral.gateway.errors import HTTPError, error_response
 from corral.gateway.metrics import Metrics
 from corral.gateway.openapi import openapi_schema
@@ -69,7 +69,7 @@ def api_routes() -> list[BaseRoute]:
     ]
     folder = static_folder()
     if folder is not None:
-        table.append(Mount("/ui", StaticFiles(directory=folder, html=True), name="ui"))
+        table.append(Mount("/ui", ui_page.PageFiles(folder), name="ui"))  # with its CSP
     return table
 
 
@@ -78,6 +78,13 @@ async def _corral_error(request: Request, exc: Exception) -> Response:
     if exc.code not in ("model_not_found", "bad_request", "bad_usage"):
         log.info("request failed", path=request.url.path, code=exc.code, error=exc.message)
     return error_response(exc, request.url.path)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody reads this answer; the status (nginx's "client closed request")
+    # is for the request count only.
+    log.debug("client hung up before the answer", path=request.url.path)
+    return Response(status_code=499)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -141,7 +148,7 @@ def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
     app = Starlette(
         routes=api_routes(),
         lifespan=lifespan,
-        exception_handlers={CorralError: _corral_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={CorralError: _corral_error, ClientGone: _client_gone, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -30,6 +30,7 @@ def test_hanging_up_mid_stream_cancels_the_generation(gateway):
     wait_for(lambda: _state(gateway.home) == "ready")
     served = ps_rows(gateway.home)[0]
     assert served["queued"] == 0
+    assert "unexpected error" not in gateway.log()
 
 
 def test_hanging_up_an_ollama_stream_cancels_it(gateway):
@@ -46,6 +47,7 @@ def test_hanging_up_while_waiting_for_a_whole_answer_cancels_it(gateway):
                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         wait_for(lambda: _state(gateway.home) == "busy")
     wait_for(lambda: _state(gateway.home) == "ready")
+    assert "unexpected error" not in gateway.log()
 
 
 def test_gateway_killed_mid_stream_is_restarted_and_nothing_else_notices(gateway):
