@@ -4,6 +4,12 @@ Layers, outermost first: request counting (every answer, refusals
 included), Host/Origin check, CORS (only with CORRAL_HTTP_ORIGINS), API key
 and body cap, then Starlette's router. The connection to the supervisor
 opens at startup and closes at shutdown.
+
+Why Starlette with msgspec rather than FastAPI with pydantic: the same
+JSON POST route costs 68 µs of server CPU per request with the first and
+175 µs with the second (uvicorn, uvloop, httptools, 8 in flight, on the
+2-core development machine); the OpenAPI schema that FastAPI would derive
+is generated from the msgspec structs instead (``openapi.py``).
 """
 
 from __future__ import annotations
