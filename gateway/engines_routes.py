@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from corral.configs import catalog
 from corral.configs.settings import format_size
 from corral.gateway import route_support as rs
-from corral.gateway import sampling, schemas
+from corral.gateway import sampling, schemas, ui_page
 from corral.gateway.model_listing import ModelInfo, find_model, list_models
 from corral.gateway.route_support import JSONResponse
 from corral.supervisor.errors import ModelNotFound
@@ -93,6 +93,8 @@ async def model(request: Request) -> Response:
 
 
 async def root(request: Request) -> Response:
+    if ui_page.wants_page(request):  # a browser: the chat page
+        return RedirectResponse(ui_page.PAGE_PATH, status_code=303)
     return PlainTextResponse("corral is running\n")
 
 
