@@ -16,6 +16,7 @@ from corral.gateway import route_support as rs
 from corral.gateway import sampling, schemas, ui_page
 from corral.gateway.model_listing import ModelInfo, find_model, list_models
 from corral.gateway.route_support import JSONResponse
+from corral.store import api as store_api
 from corral.supervisor.errors import ModelNotFound
 
 
@@ -92,6 +93,13 @@ async def model(request: Request) -> Response:
     return JSONResponse(dmr_model(find_model(rs.settings(request), request.path_params["name"])))
 
 
+async def create_model(request: Request) -> Response:
+    """Pull a model into the store (``{"from": "ai/smollm2"}``)."""
+    req = await rs.body(request, schemas.CreateModelRequest)
+    result = await store_api.pull_model(sampling.model_name(req.from_), rs.settings(request))
+    return JSONResponse({"status": "success", "model": result.display, "id": result.id})
+
+
 async def root(request: Request) -> Response:
     if ui_page.wants_page(request):  # a browser: the chat page
         return RedirectResponse(ui_page.PAGE_PATH, status_code=303)
@@ -105,6 +113,7 @@ def routes() -> list[Route]:
         Route("/engines/ps", engines_ps, methods=["GET"]),
         Route("/engines/unload", engines_unload, methods=["POST"]),
         Route("/models", models, methods=["GET"]),
+        Route("/models/create", create_model, methods=["POST"]),
         Route("/models/{name:path}", model, methods=["GET"]),
     ]
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from corral.configs.settings import parse_duration
+from corral.store import api as store_api
 from corral.gateway import route_support as rs
 from corral.gateway import sampling, schemas
 from corral.gateway.errors import ollama_body, status_for
@@ -203,6 +204,30 @@ async def embed(request: Request) -> Response:
     })
 
 
+async def pull(request: Request) -> Response:
+    """Pull a model into the store: Ollama's progress events as NDJSON, or
+    one object with ``"stream": false``."""
+    req = await rs.body(request, schemas.OllamaPullRequest)
+    name = req.model or req.name
+    if not name:
+        raise BadRequest("model: name the model to pull")
+    reference = sampling.model_name(name)
+    settings = rs.settings(request)
+    if not req.stream:
+        result = await store_api.pull_model(reference, settings)
+        return JSONResponse({"status": "success", "model": result.display, "digest": result.id})
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in store_api.pull_events(reference, settings):
+                yield ndjson(event)
+        except CorralError as exc:
+            yield ndjson(ollama_body(exc, status_for(exc)))
+
+    stream = events()
+    return EventStream(stream, stream.aclose, "application/x-ndjson")
+
+
 def _version() -> str:
     try:
         return metadata.version("corral")
@@ -222,5 +247,6 @@ def routes() -> list[Route]:
         Route("/api/tags", tags, methods=["GET"]),
         Route("/api/ps", ps, methods=["GET"]),
         Route("/api/show", show, methods=["POST"]),
+        Route("/api/pull", pull, methods=["POST"]),
         Route("/api/version", version, methods=["GET"]),
     ]

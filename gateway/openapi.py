@@ -24,6 +24,8 @@ BODIES: dict[Any, type] = {
     ollama_routes.chat: schemas.OllamaChatRequest,
     ollama_routes.show: schemas.OllamaShowRequest,
     ollama_routes.embed: schemas.OllamaEmbedRequest,
+    ollama_routes.pull: schemas.OllamaPullRequest,
+    engines_routes.create_model: schemas.CreateModelRequest,
 }
 # endpoint -> media types of a 200 other than JSON
 STREAMS = {
@@ -31,6 +33,7 @@ STREAMS = {
     openai_routes.completions: ("application/json", "text/event-stream"),
     ollama_routes.generate: ("application/json", "application/x-ndjson"),
     ollama_routes.chat: ("application/json", "application/x-ndjson"),
+    ollama_routes.pull: ("application/json", "application/x-ndjson"),
     engines_routes.root: ("text/plain",),
 }
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")

@@ -173,6 +173,19 @@ class OllamaEmbedRequest(Struct, kw_only=True):
     keep_alive: KeepAlive | None = None
 
 
+class OllamaPullRequest(Struct, kw_only=True):
+    model: ModelName | None = None
+    name: ModelName | None = None
+    insecure: bool = False
+    stream: bool = True
+
+
+class CreateModelRequest(Struct, kw_only=True):
+    """Docker Model Runner's ``POST /models/create``: pull ``from``."""
+
+    from_: ModelName = msgspec.field(name="from")
+
+
 REQUEST_BODIES: tuple[type, ...] = (
     ChatCompletionRequest,
     CompletionRequest,
@@ -182,6 +195,8 @@ REQUEST_BODIES: tuple[type, ...] = (
     OllamaChatRequest,
     OllamaShowRequest,
     OllamaEmbedRequest,
+    OllamaPullRequest,
+    CreateModelRequest,
 )
 
 T = TypeVar("T")

@@ -73,3 +73,20 @@ def test_gateway_killed_mid_stream_is_restarted_and_nothing_else_notices(gateway
     wait_for(lambda: port_open("127.0.0.1", gateway.port), timeout=10)  # hang guard; the bench times the restart
     with gateway.client() as http:
         assert http.post("/v1/chat/completions", json={**LONG, "max_tokens": 1}).json()["choices"][0]["message"]["content"] == "tok "
+
+
+def test_gateway_does_not_outlive_its_supervisor(gateway):
+    import psutil
+
+    gw = psutil.Process(gateway.pid())
+    supervisor = psutil.Process(ps_supervisor_pid(gateway.home))
+    supervisor.kill()
+    gw.wait(timeout=60)  # hang guard: the kernel's parent-death signal ends it
+    assert not port_open("127.0.0.1", gateway.port)
+
+
+def ps_supervisor_pid(home) -> int:
+    from corral.client.launch import supervisor_pid
+    from corral.configs.settings import load_settings
+
+    return supervisor_pid(load_settings({"CORRAL_HOME": str(home)}))

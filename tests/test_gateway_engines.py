@@ -81,11 +81,12 @@ def test_metrics_count_requests_tokens_and_models(gateway):
 def test_openapi_schema_lists_exactly_the_routes(gateway):
     from corral.gateway.app import api_routes
     from corral.gateway.openapi import openapi_path
-    from starlette.routing import Route
+    from starlette.routing import Mount, Route
 
     with gateway.client() as http:
         schema = http.get("/openapi.json").json()
     served = {(openapi_path(r.path), m.lower()) for r in api_routes() if isinstance(r, Route) for m in r.methods if m != "HEAD"}
+    served |= {(r.path + "/", "get") for r in api_routes() if isinstance(r, Mount)}  # the browser page, when installed
     described = {(p, m) for p, ops in schema["paths"].items() for m in ops}
     assert described == served
     body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
