@@ -38,3 +38,9 @@ def test_models_create_pulls_and_errors_keep_their_status(gateway, registry, tmp
         assert http.post("/api/pull", json={"model": "/etc/passwd"}).status_code == 404
         stream_error = http.post("/api/pull", json={"model": f"{registry.host}/http/absent"}).text.strip().splitlines()
         assert "error" in stream_error[-1]
+
+
+def test_an_unreachable_registry_is_502(gateway):
+    with gateway.client() as http:
+        r = http.post("/models/create", json={"from": "localhost:1/nobody/here"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "registry_error"
