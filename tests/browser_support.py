@@ -52,6 +52,13 @@ def launch(profile: Path, size: tuple[int, int] = DESKTOP) -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
+def corral_ps(corral) -> list[dict]:
+    """What `corral ps --json` says (``corral``: the conftest fixture)."""
+    result = corral("ps", "--json")
+    assert result.code == 0, result
+    return json.loads(result.out)
+
+
 class Page:
     """The chat page served by ``gateway``, in one browser."""
 
@@ -158,6 +165,19 @@ class Page:
 
     def model_state(self, name: str) -> str:
         return self.model_row(name).find_element(By.CSS_SELECTOR, ".state").text
+
+    def watch_states(self, name: str) -> None:
+        """Record every state the model's row shows from now on."""
+        self.js(
+            "const badge = arguments[0]; window.seenStates = [badge.textContent];"
+            "new MutationObserver(() => seenStates.push(badge.textContent)).observe(badge, {childList: true, characterData: true, subtree: true})",
+            self.model_row(name).find_element(By.CSS_SELECTOR, ".state"),
+        )
+
+    def seen_states(self) -> list[str]:
+        """The states recorded since ``watch_states``, each change once."""
+        states = self.js("return window.seenStates")
+        return [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"

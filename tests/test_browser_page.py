@@ -6,28 +6,22 @@ with the chat going on after it. Every page talks to the gateway only."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 
 import httpx
-from browser_support import open_page  # noqa: F401  (fixture)
+import pytest
+from browser_support import corral_ps, open_page  # noqa: F401  (fixture)
 from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F401  (fixtures)
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from conftest import wait_for
+from conftest import SMOLLM2, wait_for
 
 INJECTION = "<img src=x onerror=alert(1)> <script>alert(2)</script>"
-
-
-def corral_ps(corral) -> list[dict]:
-    result = corral("ps", "--json")
-    assert result.code == 0, result
-    return json.loads(result.out)
 
 
 def test_the_page_loads_clean_under_its_content_security_policy(gateway, open_page):
@@ -164,22 +158,35 @@ def test_keyboard_alone_loads_a_model_and_chats_with_it(gateway, open_page, corr
     page.shot("keyboard")
 
 
-def test_load_and_unload_from_the_models_tab(gateway, open_page, corral):
+@pytest.mark.parametrize("model", [ECHO, pytest.param(SMOLLM2, marks=pytest.mark.e2e)])
+def test_load_and_unload_from_the_models_tab(gateway, open_page, corral, model):
     page = open_page(gateway)
     page.show_models()
-    row = page.model_row(ECHO)
-    assert page.model_state(ECHO) == "not loaded"
-    row.find_element(By.CSS_SELECTOR, f'[aria-label="Load {ECHO}"]').click()
-    wait_for(lambda: page.model_state(ECHO) == "ready")
+    row = page.model_row(model)
+    assert page.model_state(model) == "not loaded"
+    page.watch_states(model)
+    row.find_element(By.CSS_SELECTOR, f'[aria-label="Load {model}"]').click()
+    wait_for(lambda: page.model_state(model) == "ready", timeout=180)
+    assert page.seen_states() == ["not loaded", "loading", "ready"]
     [loaded] = corral_ps(corral)
-    assert loaded["model"] == ECHO and loaded["state"] == "ready"
+    assert loaded["model"] == model and loaded["state"] == "ready"
     wait_for(lambda: "estimate" in row.find_element(By.CSS_SELECTOR, ".memory").text)
+    assert row.find_element(By.CSS_SELECTOR, ".context").text == f"{loaded['context_length']} tokens"
     assert row.find_element(By.CSS_SELECTOR, ".unloads").text.startswith("in ")
-    page.shot("models-loaded")
-    row.find_element(By.CSS_SELECTOR, f'[aria-label="Unload {ECHO}"]').click()
-    wait_for(lambda: page.model_state(ECHO) == "not loaded")
+    page.shot("loaded")
+    row.find_element(By.CSS_SELECTOR, f'[aria-label="Unload {model}"]').click()
+    wait_for(lambda: page.model_state(model) == "not loaded")
     assert corral_ps(corral) == []
     page.assert_only_gateway_requests()
+
+
+def test_the_models_tab_follows_what_other_clients_load_and_unload(gateway, open_page, corral):
+    page = open_page(gateway)
+    page.show_models()
+    assert corral("run", "-d", ECHO).code == 0
+    wait_for(lambda: page.model_state(ECHO) == "ready")  # nobody clicked: it polls
+    assert corral("unload", ECHO).code == 0
+    wait_for(lambda: page.model_state(ECHO) == "not loaded")
 
 
 def test_not_enough_memory_shows_need_and_have_and_the_chat_goes_on(gateway_factory, open_page):

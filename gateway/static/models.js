@@ -9,7 +9,7 @@ import { byId, el } from "./dom.js";
 
 const FAST_MS = 500; // while a model loads
 const TICK_MS = 1000; // the countdowns
-const FETCH_MS = 4000; // otherwise, while the tab is shown
+const FETCH_MS = 2000; // otherwise, while the tab is shown
 
 /** `ai/smollm2:latest` and `ai/smollm2` are one model. */
 export const canonical = (name) => (name.endsWith(":latest") ? name.slice(0, -":latest".length) : name);
