@@ -180,6 +180,14 @@ def on_exit(sup: "Supervisor", worker: Worker) -> None:
             fail_waiting(sup, model, worker.kill_error or error)
     else:
         log.warning("worker crashed", model=worker.key, pid=handle.pid, how=how)
+    if worker.running and was == State.STOPPING:
+        # Stopped with answers in flight: an unload or shutdown, which
+        # cancelled them. Their last frames may still be on their way when
+        # the exit is seen; they end as cancelled either way.
+        for req in worker.running.values():
+            sup.table.forget(req)
+            sup.reply(req.client, protocol.event(protocol.DONE, id=req.id, stopped="cancelled"))
+        worker.running.clear()
     if worker.running:
         tail = handle.stderr_tail()
         error = worker.kill_error or WorkerCrashed(f"the worker for {model.name} {how}" + (f"; its last output: {tail}" if tail else ""))

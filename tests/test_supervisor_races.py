@@ -194,3 +194,19 @@ def test_bad_worker_frames_are_dropped_not_forwarded(loop):
     run_until(sup, lambda: client.ended(id))
     texts = [m.text for m in client.replies[id] if isinstance(m, protocol.Token)]
     assert texts == ["mine"]
+
+
+def test_an_unloaded_worker_that_exits_before_its_last_frames_ends_them_as_cancelled(loop):
+    sup, launcher, client = loop()
+    id = client.send("generate", model=LLAMA, prompt="long")
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready()
+    work = run_until(sup, lambda: worker.recv())
+    worker.send(protocol.TOKEN, rid=work.rid, id=work.request.id, text="partial")
+    client.send("unload", all=True)
+    run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
+    worker.exit()  # its final "done, cancelled" never arrives
+    done = run_until(sup, lambda: client.ended(id))
+    assert isinstance(done, protocol.Done) and done.stopped == "cancelled"
+    assert len(launcher.spawned) == 1  # not taken for a crash: nothing restarts it
