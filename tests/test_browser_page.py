@@ -120,6 +120,13 @@ def test_at_375_px_the_input_and_the_answer_fit_without_horizontal_scrolling(gat
         assert box[0] >= 0 and box[1] <= 375, (css, box)
         assert box[2] >= 0 and box[3] <= 740, (css, box)
     assert page.js("return document.documentElement.scrollWidth") <= 375
+    # the list of chats folds away on a phone, and folds back once one is picked
+    assert not page.q("#chats").is_displayed()
+    page.q("#toggle-chats").click()
+    assert page.q("#chats").is_displayed() and page.q("#input").is_displayed()
+    page.shot("narrow-chats")
+    page.q("#chat-list .open").click()
+    assert not page.q("#chats").is_displayed()
     page.show_models()
     assert page.js("return document.documentElement.scrollWidth") <= 375
 

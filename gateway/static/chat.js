@@ -2,20 +2,10 @@
 // options, sending with streamed answers, Stop, and errors shown inline.
 
 import { streamChat } from "./api.js";
-import { describeError, formatStats } from "./format.js";
-import { renderMarkdown } from "./markdown.js";
-import { loadChats, newChat, saveChats } from "./store.js";
 import { byId, el } from "./dom.js";
-
-async function copy(text, button) {
-  try {
-    await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
-  } catch {
-    button.textContent = "Copy failed";
-  }
-  setTimeout(() => (button.textContent = "Copy"), 1500);
-}
+import { describeError } from "./format.js";
+import { fillBody, messageNode } from "./messages.js";
+import { loadChats, newChat, saveChats } from "./store.js";
 
 function numberOrNull(value, parse) {
   const parsed = value.trim() === "" ? NaN : parse(value);
@@ -66,6 +56,7 @@ export class ChatView {
     d.stop.addEventListener("click", () => this.stop());
     d["new-chat"].addEventListener("click", () => {
       this.start();
+      this.closeChats();
       d.input.focus();
     });
     d.model.addEventListener("change", () => this.setOption("model", d.model.value));
@@ -84,6 +75,12 @@ export class ChatView {
       button.setAttribute("aria-expanded", String(open));
       panel.classList.toggle("open", open);
     });
+  }
+
+  /** On a phone the list of chats folds away once one is picked. */
+  closeChats() {
+    this.dom["toggle-chats"].setAttribute("aria-expanded", "false");
+    this.dom.chats.classList.remove("open");
   }
 
   setOption(field, value) {
@@ -155,7 +152,7 @@ export class ChatView {
     d.temperature.value = chat.temperature;
     d["max-tokens"].value = chat.maxTokens;
     this.showList();
-    d.messages.replaceChildren(...chat.messages.map((m) => this.messageNode(m)));
+    d.messages.replaceChildren(...chat.messages.map((m) => messageNode(m)));
     if (!chat.messages.length) d.messages.append(el("p", "hint", "Type a message below: Enter sends, Shift+Enter starts a new line."));
     d.messages.scrollTop = d.messages.scrollHeight;
     this.showRunning();
@@ -166,7 +163,10 @@ export class ChatView {
       const open = el("button", "open", chat.title || "New chat");
       open.type = "button";
       if (chat.id === this.state.current) open.setAttribute("aria-current", "true");
-      open.addEventListener("click", () => this.select(chat.id));
+      open.addEventListener("click", () => {
+        this.select(chat.id);
+        this.closeChats();
+      });
       const remove = el("button", "delete", "×");
       remove.type = "button";
       remove.setAttribute("aria-label", `Delete the chat “${chat.title || "New chat"}”`);
@@ -183,25 +183,6 @@ export class ChatView {
     this.dom.messages.setAttribute("aria-busy", String(running));
   }
 
-  messageNode(message) {
-    if (message.role === "error") {
-      const node = el("article", "msg error", el("strong", null, message.title || "Error"), " ", el("span", "body", message.content));
-      node.setAttribute("role", "alert");
-      return node;
-    }
-    const who = message.role === "user" ? "You" : "Answer";
-    const body = el("div", "body");
-    const node = el("article", `msg ${message.role}`, el("div", "who", who), body);
-    this.fill(body, message);
-    if (message.role === "assistant") node.append(el("div", "stats", formatStats(message.stats)));
-    return node;
-  }
-
-  fill(body, message) {
-    if (message.role === "user") body.textContent = message.content;
-    else body.replaceChildren(renderMarkdown(message.content, copy));
-  }
-
   nearBottom() {
     const m = this.dom.messages;
     return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
@@ -211,7 +192,7 @@ export class ChatView {
     const chat = this.current();
     if (!chat.messages.length) this.dom.messages.replaceChildren();
     chat.messages.push(message);
-    const node = this.messageNode(message);
+    const node = messageNode(message);
     this.dom.messages.append(node);
     this.dom.messages.scrollTop = this.dom.messages.scrollHeight;
     return node;
@@ -305,9 +286,9 @@ export class ChatView {
     this.save();
     if (chat === this.current()) {
       const follow = this.nearBottom();
-      if (chat.messages.includes(answer)) node.replaceWith(this.messageNode(answer));
+      if (chat.messages.includes(answer)) node.replaceWith(messageNode(answer));
       else node.remove();
-      if (error) this.dom.messages.append(this.messageNode(chat.messages[chat.messages.length - 1]));
+      if (error) this.dom.messages.append(messageNode(chat.messages[chat.messages.length - 1]));
       if (follow) this.dom.messages.scrollTop = this.dom.messages.scrollHeight;
       this.showRunning();
     }
@@ -320,7 +301,7 @@ export class ChatView {
       this.renderTimer = null;
       const follow = this.nearBottom();
       const began = performance.now();
-      this.fill(running.node.querySelector(".body"), running.answer);
+      fillBody(running.node.querySelector(".body"), running.answer);
       this.renderCost = performance.now() - began;
       if (follow) this.dom.messages.scrollTop = this.dom.messages.scrollHeight;
     }, Math.max(30, 4 * this.renderCost));
