@@ -105,4 +105,13 @@ def status_rows(facts: dict[str, Any]) -> list[list[Any]]:
         ["Memory budget", budget],
         ["Idle timeout", "never" if idle is None else duration(idle)],
         ["Requests served", facts["requests_total"]],
+        ["HTTP", http_line(facts.get("http"))],
     ]
+
+
+def http_line(http: dict[str, Any] | None) -> str:
+    """The gateway's address and state: `http://127.0.0.1:12434 (running)`."""
+    if http is None:
+        return "off (CORRAL_HTTP=off)"
+    line = f"http://{http['address']} ({http['state']})"
+    return line + f": {http['error']}" if http.get("error") else line

@@ -69,3 +69,16 @@ def _open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_status_shows_the_address_and_a_taken_port(corral, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("CORRAL_HTTP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("CORRAL_ENABLE_ECHO_BACKEND", "1")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        assert corral("run", "-d", "corral/echo").code == 0
+        wait_for(lambda: http_facts()["state"] == "port in use")
+        shown = corral("status")
+        assert f"http://127.0.0.1:{port} (port in use): another program listens" in shown.out, shown
