@@ -85,6 +85,39 @@ def test_markdown_renders_lists_and_code_blocks_with_a_copy_button(gateway, open
     assert page.q("#messages .msg.assistant .code button").text == "Copy"
 
 
+MARKDOWN_CASES = [
+    ("a\nb\n\nc", "<p>a\nb</p><p>c</p>"),
+    ("# Title\ntext", "<h3>Title</h3><p>text</p>"),
+    ("- a\n- b\n  - c\n- d", "<ul><li>a</li><li>b<ul><li>c</li></ul></li><li>d</li></ul>"),
+    ("3. x\n4. y", '<ol start="3"><li>x</li><li>y</li></ol>'),
+    ("> quoted **bold**", "<blockquote><p>quoted <strong>bold</strong></p></blockquote>"),
+    ("`a*b*c` and snake_case_name and *it*", "<p><code>a*b*c</code> and snake_case_name and <em>it</em></p>"),
+    ("2 * 3 * 4 and **open", "<p>2 * 3 * 4 and **open</p>"),
+    ("---", "<hr>"),
+    (INJECTION, "<p>&lt;img src=x onerror=alert(1)&gt; &lt;script&gt;alert(2)&lt;/script&gt;</p>"),
+    ("[link](javascript:alert(1))", "<p>[link](javascript:alert(1))</p>"),
+]
+
+
+def test_markdown_makes_these_elements_and_no_others(gateway, open_page):
+    page = open_page(gateway)
+    rendered = page.driver.execute_async_script(
+        "const [cases, done] = arguments;"
+        "import('./markdown.js').then(({ renderMarkdown }) => done(cases.map(([text]) => {"
+        "  const box = document.createElement('div'); box.append(renderMarkdown(text, () => {})); return box.innerHTML; })))",
+        MARKDOWN_CASES,
+    )
+    assert rendered == [html for _, html in MARKDOWN_CASES]
+    # a code block keeps its text as typed; one still streaming has no closing fence yet
+    blocks = page.driver.execute_async_script(
+        "const done = arguments[0];"
+        "import('./markdown.js').then(({ renderMarkdown }) => done(['```js\\nlet a = \\'<b>\\';\\n```\\nafter', '```\\nnot closed'].map((text) => {"
+        "  const box = document.createElement('div'); box.append(renderMarkdown(text, () => {}));"
+        "  return [box.querySelector('.lang').textContent, box.querySelector('pre code').textContent, [...box.children].map((e) => e.className || e.tagName)]; })))"
+    )
+    assert blocks == [["js", "let a = '<b>';", ["code", "P"]], ["", "not closed", ["code"]]]
+
+
 def test_a_reload_keeps_the_conversation(gateway, open_page):
     page = open_page(gateway)
     page.pick_model(ECHO)
