@@ -198,6 +198,20 @@ def test_keyboard_alone_loads_a_model_and_chats_with_it(gateway, open_page, corr
     page.shot("keyboard")
 
 
+def test_escape_stops_an_answer_and_frees_the_worker(gateway, open_page, corral):
+    page = open_page(gateway)
+    page.pick_model(ECHO)
+    page.set_option("max-tokens", "1000000")
+    page.send("go on and on")
+    wait_for(lambda: page.answering() and page.answers() and page.answers()[0].startswith("tok"))
+    ActionChains(page.driver).send_keys(Keys.ESCAPE).perform()
+    wait_for(lambda: not page.answering())
+    assert page.answers()[0].startswith("tok tok")
+    assert page.q("#messages .msg.assistant .stats").text.endswith("stopped")
+    assert page.driver.switch_to.active_element.get_attribute("id") == "input"
+    wait_for(lambda: [row["state"] for row in corral_ps(corral)] == ["ready"])
+
+
 @pytest.mark.parametrize("model", [ECHO, pytest.param(SMOLLM2, marks=pytest.mark.e2e)])
 def test_load_and_unload_from_the_models_tab(gateway, open_page, corral, model):
     page = open_page(gateway)

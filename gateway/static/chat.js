@@ -47,7 +47,10 @@ export class ChatView {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.send();
-      } else if (event.key === "Escape" && this.running) {
+      }
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && this.running) {
         event.preventDefault();
         this.stop();
       }
@@ -311,8 +314,10 @@ export class ChatView {
    * close and cancels it at the worker. */
   stop() {
     if (!this.running) return;
+    const hadFocus = document.activeElement === this.dom.stop;
     this.running.controller.abort();
     this.running = null;
     this.showRunning();
+    if (hadFocus) this.dom.input.focus(); // the Stop button hides: keep the keyboard somewhere useful
   }
 }
