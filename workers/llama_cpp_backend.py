@@ -89,7 +89,7 @@ class LlamaCppBackend(Backend):
         params.no_perf = True
         params.embeddings = embeddings
         if embeddings:
-            params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+            params.pooling_type = L.LLAMA_POOLING_TYPE_NONE  # pooled in embed()
         ctx = L.llama_init_from_model(self.model.model, params)
         if not ctx:
             params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
@@ -187,14 +187,20 @@ class LlamaCppBackend(Backend):
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised embeddings from the same model, in a
-        second context made on first use (generation keeps its own)."""
+        second context made on first use, so generation keeps its cells.
+        Texts go in prompt-sized chunks and the per-token embeddings are
+        pooled here: llama.cpp pools within one micro-batch only, and a
+        micro-batch of a whole context would need a 400 MiB compute buffer
+        (SmolLM2, 2048 tokens) against 26 MiB for a chunk."""
+        import numpy as np
+
         L = self._L
         if self._embed_ctx is None:
-            self._embed_ctx = self._context(self.n_ctx_seq, 1, batch=self.n_ctx_seq, embeddings=True)
-        ctx = self._embed_ctx
+            self._embed_ctx = self._context(self.n_ctx_seq, 1, batch=self.engine.chunk, embeddings=True)
+        ctx, chunk = self._embed_ctx, self.engine.chunk
         memory = L.llama_get_memory(ctx)
         n_embd = self.model.n_embd()
-        batch = L.llama_batch_init(self.n_ctx_seq, 0, 1)
+        batch = L.llama_batch_init(chunk, 0, 1)
         vectors, total = [], 0
         try:
             for text in texts:
@@ -204,16 +210,20 @@ class LlamaCppBackend(Backend):
                 if len(tokens) > self.n_ctx_seq:
                     raise ValueError(f"an input has {len(tokens)} tokens but the context holds only {self.n_ctx_seq}; shorten it")
                 total += len(tokens)
-                batch.n_tokens = len(tokens)
-                for i, t in enumerate(tokens):
-                    batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, i, 1, 1
-                    batch.seq_id[i][0] = 0
                 L.llama_memory_clear(memory, True)
-                if L.llama_decode(ctx, batch) != 0:
-                    raise RuntimeError("llama_decode failed while embedding")
-                raw = L.llama_get_embeddings_seq(ctx, 0)[:n_embd]
-                norm = math.sqrt(sum(x * x for x in raw)) or 1.0
-                vectors.append([x / norm for x in raw])
+                pooled = np.zeros(n_embd, dtype=np.float64)
+                for start in range(0, len(tokens), chunk):
+                    piece = tokens[start : start + chunk]
+                    batch.n_tokens = len(piece)
+                    for i, t in enumerate(piece):
+                        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, start + i, 1, 1
+                        batch.seq_id[i][0] = 0
+                    if L.llama_decode(ctx, batch) != 0:
+                        raise RuntimeError("llama_decode failed while embedding")
+                    rows = np.ctypeslib.as_array(L.llama_get_embeddings(ctx), shape=(len(piece) * n_embd,))
+                    pooled += rows.reshape(len(piece), n_embd).sum(axis=0)
+                pooled /= np.linalg.norm(pooled) or 1.0
+                vectors.append(pooled.tolist())
         finally:
             L.llama_batch_free(batch)
         return vectors, total
