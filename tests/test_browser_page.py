@@ -38,6 +38,7 @@ def test_the_page_loads_clean_under_its_content_security_policy(gateway, open_pa
         policy = served.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "default-src 'none'" in policy and "connect-src 'self'" in policy
         assert "'unsafe-inline'" not in policy and "http" not in policy
+        assert http.get("/ui").headers["location"].endswith("/ui/")
         # API clients asking for / still get the plain answer
         assert http.get("/").text == "corral is running\n"
     # the policy holds in the browser: an inline script never runs, and no
