@@ -9,9 +9,12 @@
         async for result in client.batch("ai/smollm2", ["a", "b", "c"], max_tokens=20):
             print(result.id, result.text)
 
-One reader task owns the socket and files each reply under its request in
-the shared :class:`~corral.client.core.ClientCore`, waking whoever waits for
-it; so any number of responses can stream at once. The requests, responses
+The socket is a plain ZeroMQ socket whose file descriptor the event loop
+watches: when it signals, one callback reads every reply waiting, files it
+under its request in the shared :class:`~corral.client.core.ClientCore` and
+wakes whoever waits for it; so any number of responses stream at once,
+without a future per message (zmq.asyncio's reader cost the HTTP gateway
+about 120 us of CPU per request). The requests, responses
 and batch bookkeeping are the sync client's own (:mod:`corral.client.requests`).
 """
 
@@ -21,7 +24,6 @@ import asyncio
 from typing import Any, AsyncIterator, Callable, Iterable
 
 import zmq
-import zmq.asyncio
 
 from corral.client.core import MONITOR_EVENTS, ClientCore, configure_socket, monitor_event
 from corral.client.launch import ensure_supervisor
@@ -57,7 +59,10 @@ class AsyncResponse(ResponseState):
 
     async def cancel(self) -> None:
         if self.done is None:
-            await self._client._sock.send(self._client._core.cancel_frame(self.id))
+            self._client._send_frame(self._client._core.cancel_frame(self.id))
+
+
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class AsyncClient:
@@ -66,7 +71,7 @@ class AsyncClient:
         self.autostart = autostart
         self._core = ClientCore(self.settings)
         self._wakeups: dict[int, asyncio.Event] = {}
-        self._reader: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> "AsyncClient":
         await self.connect()
@@ -79,46 +84,48 @@ class AsyncClient:
         if self.autostart:
             # Starting a supervisor blocks for a moment; keep the loop free.
             await asyncio.get_running_loop().run_in_executor(None, ensure_supervisor, self.settings)
-        self._ctx = zmq.asyncio.Context()
+        self._loop = asyncio.get_running_loop()
+        self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         configure_socket(self._sock)
         self._monitor = self._sock.get_monitor_socket(MONITOR_EVENTS)
         self._sock.connect(self.settings.endpoint)
-        self._reader = asyncio.create_task(self._read())
+        for sock in (self._sock, self._monitor):
+            self._loop.add_reader(sock.getsockopt(zmq.FD), self._on_readable)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
+        if self._loop is not None:
+            for sock in (self._sock, self._monitor):
+                self._loop.remove_reader(sock.getsockopt(zmq.FD))
             self._sock.disable_monitor()
             self._monitor.close(0)
             self._sock.close(0)
             self._ctx.term()
-            self._reader = None
+            self._loop = None
 
-    async def _read(self) -> None:
-        poller = zmq.asyncio.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
-        while True:
-            for sock, _ in await poller.poll():
-                if sock is self._monitor:
-                    self._core.on_monitor(monitor_event(await self._monitor.recv_multipart()))
-                    for wakeup in self._wakeups.values():  # each waiter finds out whether it was lost
-                        wakeup.set()
-                    continue
-                rid = self._core.receive(await self._sock.recv())
-                wakeup = self._wakeups.get(rid)
-                if wakeup is not None:
-                    wakeup.set()
+    def _on_readable(self) -> None:
+        """Read all that is waiting. ZeroMQ's descriptor signals an edge, so
+        each socket is read until it says it holds nothing more."""
+        while self._sock.getsockopt(_EVENTS) & _POLLIN:
+            wakeup = self._wakeups.get(self._core.receive(self._sock.recv(_NOBLOCK)))
+            if wakeup is not None:
+                wakeup.set()
+        # After the replies: what a supervisor sent before it exited is still delivered.
+        while self._monitor.getsockopt(_EVENTS) & _POLLIN:
+            self._core.on_monitor(monitor_event(self._monitor.recv_multipart(_NOBLOCK)))
+            for wakeup in self._wakeups.values():  # each waiter finds out whether it was lost
+                wakeup.set()
+
+    def _send_frame(self, frame: bytes) -> None:
+        self._sock.send(frame, _NOBLOCK)
+        # A send lets ZeroMQ process what arrived, which can take the
+        # descriptor's edge without the loop seeing it: look again soon.
+        self._loop.call_soon(self._on_readable)
 
     async def _send(self, op: str, wakeup: asyncio.Event | None = None, **fields: Any) -> int:
         rid, frame = self._core.request(op, **fields)
         self._wakeups[rid] = wakeup or asyncio.Event()
-        await self._sock.send(frame)
+        self._send_frame(frame)
         return rid
 
     async def _next_event(self, rid: int) -> Any:
@@ -211,5 +218,5 @@ class AsyncClient:
                     yield result
         finally:
             for rid in list(run.running):  # the caller stopped early
-                await self._sock.send(self._core.cancel_frame(rid))
+                self._send_frame(self._core.cancel_frame(rid))
                 self._forget(rid)

@@ -38,6 +38,7 @@ def configure_socket(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
     sock.setsockopt(zmq.RCVHWM, 0)  # replies are read as fast as they come
+    sock.setsockopt(zmq.SNDHWM, 0)  # a client's requests are bounded by its own calls: never block on them
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
