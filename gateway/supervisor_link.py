@@ -5,6 +5,10 @@ supervisor's state: what the gateway knows, it asks for.
 A generation is opened by waiting for its first event, so that a request
 that fails at once (unknown model, busy, not enough memory) is answered
 with its HTTP status before any byte of a stream is sent.
+
+A model named by a registry reference that is neither in the catalog nor in
+the store is pulled, then the request is made again, as ``corral run`` does:
+the pull costs nothing on the way of a request for a model that is there.
 """
 
 from __future__ import annotations
@@ -16,16 +20,11 @@ from typing import Any, AsyncIterator
 from corral.client import AsyncClient
 from corral.configs.settings import Settings
 from corral.gateway.metrics import Metrics
-from corral.supervisor.errors import BadRequest, CorralError
+from corral.store.api import ensure_local
+from corral.supervisor.errors import CorralError, ModelNotFound, RegistryError
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
-
-# Fields of a model request that an older supervisor refuses as unknown.
-# names_only: MODEL is a catalog or store name, never a file (the gateway
-# checks names itself too); context_length: Ollama's num_ctx.
-OPTIONAL_FIELDS = ("names_only", "context_length")
-
 
 class Generation:
     """One answer in progress, its first piece already received."""
@@ -101,7 +100,6 @@ class SupervisorLink:
         self.settings = settings
         self.metrics = metrics
         self.client = AsyncClient(settings, autostart=False)
-        self.unsupported: set[str] = set()
         self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -117,30 +115,30 @@ class SupervisorLink:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _model_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """``call`` with the model request's fields, leaving out the optional
-        ones this supervisor does not know yet (it names them when it
-        refuses them; they are then never sent again)."""
-        kwargs["names_only"] = True
-        while True:
-            fields = {k: v for k, v in kwargs.items() if k not in self.unsupported}
+    async def _model_call(self, call: Any, model: str, *args: Any, **kwargs: Any) -> Any:
+        """``call`` for ``model``, a catalog or store name only (never a
+        file); a missing model that a registry has is pulled first."""
+        try:
+            return await call(model, *args, names_only=True, **kwargs)
+        except ModelNotFound as missing:
             try:
-                return await call(*args, **fields)
-            except (BadRequest, TypeError) as exc:
-                # BadRequest: an unknown option; TypeError: a client library
-                # whose call does not take the keyword yet.
-                refused = {k for k in OPTIONAL_FIELDS if k in fields and repr(k) in str(exc)}
-                if not refused:
-                    raise
-                log.info("the supervisor does not take these fields yet; leaving them out", fields=sorted(refused))
-                self.unsupported |= refused
+                pulled = await ensure_local(model, self.settings)
+            except (ModelNotFound, RegistryError) as exc:
+                # Not here, and no registry gave it: still "not found".
+                raise ModelNotFound(f"{missing.message}; pulling it failed: {exc.message}") from None
+            if not pulled:
+                raise
+            return await call(model, *args, names_only=True, **kwargs)
 
     async def generation(self, op: str, model: str, payload: Any, options: dict[str, Any]) -> Generation:
         """Start a chat (``payload``: messages) or a generate (a prompt) and
         wait for its first event; CorralError if it fails at once."""
+        return await self._model_call(self._open, model, op, payload, options)
+
+    async def _open(self, model: str, op: str, payload: Any, options: dict[str, Any], **fields: Any) -> Generation:
         started = time.perf_counter()
         call = self.client.chat if op == "chat" else self.client.generate
-        response = await self._model_call(call, model, payload, **options)
+        response = await call(model, payload, **options, **fields)
         generation = Generation(self, response, started)
         try:
             await generation._open()
@@ -163,7 +161,4 @@ class SupervisorLink:
         return await self.client.status()
 
     async def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict:
-        embed = getattr(self.client, "embed", None)
-        if embed is None:
-            raise BadRequest("embeddings are not available from this corral supervisor yet (no embed operation)")
-        return await self._model_call(embed, model, inputs, **kwargs)
+        return await self._model_call(self.client.embed, model, inputs, **kwargs)
