@@ -81,6 +81,7 @@ def dmr_model(info: ModelInfo) -> dict:
             "architecture": info.architecture,
             "size": format_size(info.size),
             "context_size": info.context_length,
+            "estimate_bytes": info.estimate_bytes,
         },
     }
 

@@ -31,6 +31,7 @@ class ModelInfo:
     description: str = ""
     store_id: str | None = None  # the manifest digest of a store model
     path: str = ""  # the model file: never shown over HTTP
+    estimate_bytes: int | None = None  # memory a worker of it is expected to take
 
     @property
     def format(self) -> str:
@@ -68,6 +69,7 @@ def _info(row: dict) -> ModelInfo:
         description=row.get("description") or "",
         store_id=row.get("id"),
         path=row.get("path") or "",
+        estimate_bytes=row.get("estimate_bytes"),
     )
 
 

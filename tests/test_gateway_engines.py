@@ -46,6 +46,12 @@ def test_engines_status_and_models(gateway):
         models = http.get("/models").json()
         smol = next(m for m in models if m["tags"] == [f"{SMOLLM2}:latest"])
         assert smol["id"].startswith("sha256:") and smol["config"]["format"] == "gguf" and smol["config"]["architecture"] == "llama"
+        # the memory a worker of it will take, before it is loaded (the page shows it)
+        from corral.configs.catalog import resolve
+        from corral.configs.settings import load_settings
+        from corral.supervisor.memory import estimate_memory
+
+        assert smol["config"]["estimate_bytes"] == estimate_memory(resolve(SMOLLM2, load_settings())).total_bytes
         assert http.get(f"/models/{SMOLLM2}").json()["tags"] == [f"{SMOLLM2}:latest"]
         assert http.get("/models/no/such").status_code == 404
 

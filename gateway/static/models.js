@@ -41,8 +41,8 @@ function unloads(rows) {
   return `${formatDuration(keep)} after its last answer`;
 }
 
-function memory(rows) {
-  if (!rows.length) return "—";
+function memory(rows, config) {
+  if (!rows.length) return config.estimate_bytes ? `estimate ${formatBytes(config.estimate_bytes)}` : "—";
   const rss = rows.reduce((sum, r) => sum + (r.rss_bytes || 0), 0);
   const estimate = rows.reduce((sum, r) => sum + (r.estimate_bytes || 0), 0);
   return estimate ? `${formatBytes(rss)} · estimate ${formatBytes(estimate)}` : formatBytes(rss);
@@ -179,7 +179,7 @@ export class ModelsView {
       const { fields, node } = this.row(name);
       fields.state.textContent = state;
       fields.state.className = `state state-${state.replace(" ", "-")}`;
-      fields.memory.textContent = memory(rows);
+      fields.memory.textContent = memory(rows, config);
       fields.context.textContent = `${(rows[0] && rows[0].context_length) || config.context_size || "?"} tokens`;
       fields.unloads.textContent = unloads(rows);
       fields.size.textContent = config.size || "—";
