@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import math
 import os
 from typing import Any, Iterator
 
