@@ -253,9 +253,11 @@ def test_smollm2_answers_differ_per_prompt_in_one_batch(smol):
     for rid, q in questions.items():
         prompt, stop = smol.chat_prompt([{"role": "user", "content": q}])
         requests[rid] = (prompt, greedy(24, stop=stop))
-    alone = {rid: "".join(smol.stream(*req, Usage())) for rid, req in requests.items()}
+    # Answers known by construction: llama.cpp's CPU attention is not
+    # batch-invariant once the cache passes 512 cells (one query row takes
+    # a split-keys path), so greedy text alone and in a batch may part on
+    # a near-tie; the tiny-model test above checks exact equality.
     together, _ = run_all(smol, requests)
-    assert together == alone
     assert "4" in together[0] and "blue" in together[1].lower() and "cold" in together[2].lower()
 
 
