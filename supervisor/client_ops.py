@@ -8,11 +8,12 @@ import time
 from typing import TYPE_CHECKING
 
 from corral.configs import catalog
-from corral.supervisor import lifecycle, protocol
+from corral.supervisor import lifecycle, policy, protocol
 from corral.supervisor.errors import BadRequest, Busy, CorralError, InternalError, ShuttingDown
 from corral.supervisor.memory import estimate_memory
 from corral.supervisor.reports import describe_models, supervisor_facts
 from corral.supervisor.table import Model, Request, State
+from corral.workers.llama_cpp_backend import DEFAULT_PARALLEL
 
 if TYPE_CHECKING:
     from corral.supervisor.server import Supervisor
@@ -48,8 +49,9 @@ def _model_for(sup: "Supervisor", msg: protocol.Generate | protocol.Chat | proto
     """The table's entry for the requested model, made if it is new. Nothing
     is changed until every check has passed."""
     spec = catalog.resolve(msg.model, sup.settings, model_type=msg.model_type, names_only=msg.names_only)
-    if msg.context_length is not None:
-        spec = dataclasses.replace(spec, context_length=msg.context_length)
+    parallel = policy.sequences_per_worker(spec.backend in catalog.BATCHING_BACKENDS,
+                                           spec.parallel or sup.settings.parallel, DEFAULT_PARALLEL)
+    spec = dataclasses.replace(spec, parallel=parallel, context_length=msg.context_length or spec.context_length)
     _capable(spec, msg)
     model = sup.table.models.get(spec.name)
     if model is None:

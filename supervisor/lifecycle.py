@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from corral.configs.catalog import BATCHING_BACKENDS
 from corral.supervisor import policy, protocol
 from corral.supervisor.errors import (
     Cancelled,
@@ -51,7 +52,7 @@ def spawn(sup: "Supervisor", model: Model) -> None:
     identity = f"w{os.getpid()}-{sup.next_worker}".encode()
     sup.next_worker += 1
     threads = policy.threads_per_worker(os.cpu_count() or 1, model.replicas, model.spec.threads)
-    launch_spec = dataclasses.replace(model.spec, threads=threads, parallel=model.spec.parallel or sup.settings.parallel)
+    launch_spec = dataclasses.replace(model.spec, threads=threads)
     try:
         handle = sup.launcher.spawn(launch_spec, identity)
     except OSError as exc:
@@ -99,6 +100,7 @@ def on_ready(sup: "Supervisor", worker: Worker, ev: protocol.Ready) -> None:
     model, now = worker.model, time.monotonic()
     worker.info = {k: v for k, v in protocol.to_builtins(ev).items() if k not in ("v", "ev", "id", "rid")}
     worker.capacity = ev.parallel
+    worker.threads = ev.threads if worker.spec.backend in BATCHING_BACKENDS else 0
     worker.state = State.READY
     model.started_since_ready = 0
     worker.last_used = model.last_used = now

@@ -129,6 +129,27 @@ def _is_short(req: Request) -> bool:
     return 0 < req.max_tokens <= PIPELINE_MAX_TOKENS
 
 
+def sequences_per_worker(batching: bool, configured: int | None, default: int) -> int:
+    """Sequences a worker decodes together: what is configured (else the
+    backend's measured default) for anyone, plus one kept free for a client
+    that has nothing running, where the backend batches more than one: a
+    thousand-prompt batch then never holds the last seat, and another
+    client's chat joins at the next token step."""
+    if not batching:
+        return 1
+    n = configured or default
+    return n + 1 if n > 1 else n
+
+
+def lane_kept(worker: Worker, model: Model) -> bool:
+    """Whether ``worker``'s last free seat must wait for a client with
+    nothing running on ``model`` (the next in line has something running)."""
+    if worker.capacity < 3 or worker.capacity - len(worker.running) != 1 or not model.queue:
+        return False
+    client = model.queue.peek().client
+    return any(r.client == client for w in model.workers for r in w.running.values())
+
+
 def dispatch_room(worker: Worker) -> int:
     """How many more queued requests ``worker`` takes now."""
     if worker.state not in (State.READY, State.BUSY) or worker.stale:
@@ -145,6 +166,14 @@ def threads_per_worker(cores: int, replicas: int, configured: int | None) -> int
     if configured:
         return configured
     return max(1, cores // replicas) if replicas > 1 else None
+
+
+def thread_budget(busy: int, cores: int, configured: int | None) -> int:
+    """Engine threads for a worker while ``busy`` workers decode at once:
+    never more decoding threads than cores. ggml's threads spin while they
+    wait, so two workers each running a thread per core decoded 5x slower
+    together than apart (bench: two_models_ratio)."""
+    return max(1, min(configured or cores, cores // max(1, busy)))
 
 
 def overgrown(models: Iterable[Model], budget: int, growth_limit: float) -> list[Worker]:

@@ -230,7 +230,11 @@ WorkShutdown = defstruct("WorkShutdown", [], bases=(_Command,), tag=SHUTDOWN)
 WorkHeartbeat = defstruct("WorkHeartbeat", [], bases=(_Command,), tag=HEARTBEAT)
 
 
-WorkerCommand = Union[Work, WorkCancel, WorkShutdown, WorkHeartbeat]
+class WorkThreads(_Command, tag="threads", kw_only=True):  # engine threads from the next step on
+    threads: Annotated[int, Meta(ge=1, le=1024)]
+
+
+WorkerCommand = Union[Work, WorkCancel, WorkShutdown, WorkHeartbeat, WorkThreads]
 
 # -- encoding and decoding -----------------------------------------------------
 
@@ -269,8 +273,7 @@ def _decode(frame: bytes, decoder: msgspec.msgpack.Decoder, what: str) -> Any:
 
 
 def frame_ids(frame: bytes) -> tuple[int | str | None, int]:
-    """The client's id and the supervisor's number of a frame that failed
-    to decode or to be handled, as far as they are readable."""
+    """The client's id and the supervisor's number of a frame, as far as readable."""
     try:
         envelope = _envelope.decode(frame)
         return envelope.id, envelope.rid
@@ -315,8 +318,7 @@ def check_messages(messages: Any) -> list[Message]:
                     "messages (each needs a role: system, user or assistant, and a string content)")
 
 
-def to_builtins(msg: Any) -> Any:
-    """A struct as plain dicts and lists (for JSON output and old callers)."""
+def to_builtins(msg: Any) -> Any:  # a struct as plain dicts and lists
     return msgspec.to_builtins(msg)
 
 

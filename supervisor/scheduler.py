@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from corral.supervisor import lifecycle, policy
+import os
+
+from corral.supervisor import lifecycle, policy, protocol
 from corral.supervisor.errors import CorralError, InsufficientMemory
 from corral.supervisor.logs import get_logger
 from corral.supervisor.table import Model, State
@@ -42,6 +44,20 @@ def schedule(sup: "Supervisor") -> None:
     for name, model in list(models.items()):
         if not model.workers and not model.has_work:
             del models[name]
+    share_cores(sup)
+
+
+def share_cores(sup: "Supervisor") -> None:
+    """Give each busy worker its share of the cores, from the next step on."""
+    workers = sup.table.all_workers()
+    busy = sum(1 for w in workers if w.state == State.BUSY)
+    cores = os.cpu_count() or 1
+    for worker in workers:
+        if worker.threads and worker.state in (State.READY, State.BUSY):
+            target = policy.thread_budget(busy, cores, policy.threads_per_worker(cores, worker.model.replicas, worker.spec.threads))
+            if target != worker.threads:
+                worker.threads = target
+                sup.send_worker(worker, protocol.command("threads", threads=target), data=True)
 
 
 def dispatch(sup: "Supervisor", model: Model, budget: int | None, pipelining: bool) -> None:
@@ -53,6 +69,8 @@ def dispatch(sup: "Supervisor", model: Model, budget: int | None, pipelining: bo
         while room > 0 and model.queue:
             if policy.must_yield(model, sup.table.models.values(), max_loaded, budget):
                 return
+            if policy.lane_kept(worker, model):
+                break
             lifecycle.send_work(sup, worker, model.queue.popleft())
             room -= 1
 

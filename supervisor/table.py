@@ -69,6 +69,7 @@ class Worker:
     kill_error: Any = None
     last_used: float = 0.0
     served: int = 0
+    threads: int = 0  # engine threads it runs now (0: unknown, or a backend that cannot change them)
 
     @property
     def identity(self) -> bytes:

@@ -248,3 +248,26 @@ def test_a_request_that_never_started_is_retried_once_after_a_crash():
     started = request(2)
     started.first_token = 1.0
     assert not policy.retry_after_crash(started, killed_for_a_reason=False)
+
+
+def test_a_batching_worker_keeps_one_seat_for_another_client():
+    assert policy.sequences_per_worker(True, None, 4) == 5  # four for anyone, one kept
+    assert policy.sequences_per_worker(True, 1, 4) == 1  # one at a time, as asked
+    assert policy.sequences_per_worker(False, 8, 4) == 1  # ctransformers decodes one
+    m = model("a", R)
+    w = m.workers[0]
+    w.capacity = 5
+    for i in range(4):
+        w.running[i] = request(i, client=b"batch")
+    m.queue.append(request(10, client=b"batch"))
+    assert policy.lane_kept(w, m)  # the batch's fifth prompt waits ...
+    m.queue = type(m.queue)()
+    m.queue.append(request(11, client=b"chat"))
+    assert not policy.lane_kept(w, m)  # ... a chat takes the seat at once
+
+
+def test_busy_workers_share_the_cores():
+    assert policy.thread_budget(busy=1, cores=2, configured=None) == 2
+    assert policy.thread_budget(busy=2, cores=2, configured=None) == 1  # never 4 spinning threads on 2 cores
+    assert policy.thread_budget(busy=3, cores=2, configured=None) == 1
+    assert policy.thread_budget(busy=1, cores=8, configured=3) == 3  # what the entry says, at most

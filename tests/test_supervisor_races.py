@@ -210,3 +210,26 @@ def test_an_unloaded_worker_that_exits_before_its_last_frames_ends_them_as_cance
     done = run_until(sup, lambda: client.ended(id))
     assert isinstance(done, protocol.Done) and done.stopped == "cancelled"
     assert len(launcher.spawned) == 1  # not taken for a crash: nothing restarts it
+
+
+def test_a_chat_joins_a_worker_full_of_batch_prompts_at_once(loop):
+    sup, launcher, client = loop()
+    batch = [client.send("generate", model=LLAMA, prompt=f"b{i}") for i in range(10)]
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready(parallel=5)  # four seats for anyone, one kept
+    taken = [run_until(sup, lambda: worker.recv()) for _ in range(4)]
+    sup.step(20)
+    assert worker.recv() is None  # the batch never takes the last seat
+    other = RawClient(sup.settings)
+    try:
+        chat = other.send("generate", model=LLAMA, prompt="hi")
+        work = run_until(sup, lambda: worker.recv())
+        assert work.request.prompt == "hi"  # at once, beside the four running
+        worker.answer(work)
+        assert isinstance(run_until(sup, lambda: other.ended(chat)), protocol.Done)
+    finally:
+        other.close()
+    for work in taken:
+        worker.answer(work)
+    serve_until(sup, [worker], lambda: all(client.ended(i) for i in batch))

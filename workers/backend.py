@@ -156,6 +156,11 @@ class Backend(ABC):
         """Sequences started and not yet finished."""
         return len(self._streams)
 
+    def set_threads(self, threads: int) -> None:
+        """Run on ``threads`` engine threads from the next step on (the
+        supervisor shares the cores among busy workers); a backend that
+        cannot change them ignores it."""
+
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Normalised embeddings of ``texts`` and the tokens they took."""
         raise ValueError(f"the {self.name} backend has no embeddings")

@@ -73,6 +73,7 @@ class WorkerRuntime:
         self.pending: deque = deque()  # work that arrived while every sequence was taken
         self.running: dict[int, Running] = {}
         self.context_length = 0
+        self.broken = False  # the engine failed: no state of it can be trusted
 
     # -- main thread ---------------------------------------------------------
 
@@ -114,13 +115,15 @@ class WorkerRuntime:
             **{k: info[k] for k in ("context_length", "threads", "architecture", "chat_template") if k in info},
         ))
         self._serve()
+        if self.broken:
+            return 1
         self.backend.close()
         log.info("worker stopping")
         return 0
 
     def _serve(self) -> None:
         shutting_down = False
-        while not (shutting_down and not self.running and not self.pending):
+        while not (shutting_down and not self.running and not self.pending) and not self.broken:
             # Wait for work only when there is nothing to decode.
             if not shutting_down:
                 if not (self.running or self.pending):
@@ -132,7 +135,9 @@ class WorkerRuntime:
                     if isinstance(job, protocol.WorkShutdown):
                         shutting_down = True  # after the work already sent
                         break
-                    if job is not None:
+                    if isinstance(job, protocol.WorkThreads):
+                        self.backend.set_threads(job.threads)
+                    elif job is not None:
                         self.pending.append(job)
             self._apply_cancels()
             self._start_pending()
@@ -187,11 +192,11 @@ class WorkerRuntime:
         try:
             events = self.backend.step()
         except Exception as exc:  # the engine failed as a whole: every sequence ends
-            log.error("decode step failed", exc_info=True)
+            log.error("decode step failed; the worker exits so that a fresh one takes over", exc_info=True)
             for rid, run in list(self.running.items()):
-                self.backend.cancel(rid)
                 del self.running[rid]
-                self._send(protocol.error(run.job.request.id, _as_error(exc), rid=rid))
+                self._send(protocol.error(run.job.request.id, GenerationFailed(f"generation failed: {exc}"), rid=rid))
+            self.broken = True
             return
         for rid, text, finished in events:
             run = self.running.get(rid)
