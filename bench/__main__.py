@@ -19,6 +19,7 @@ import psutil
 SECTIONS = {
     "routing": "bench.routing",
     "decode": "bench.decode",
+    "throughput": "bench.throughput",
     "startup": "bench.startup",
     "pull": "bench.pull",
     "http": "bench.http",
@@ -42,6 +43,11 @@ GOALS = {
     "http_rps_c8": (2000.0, "min"),
     "http_decode_ratio_vs_llama_cpp_server": (1.05, "min"),
     "http_cancel_to_idle_ms": (500.0, "max"),
+    "batch_scaling_c8": (1.7, "min"),
+    "two_models_ratio": (0.9, "min"),
+    "decode_ratio_vs_llama_server": (1.0, "min"),
+    "batch_ratio_vs_llama_server_c8": (1.0, "min"),
+    "seeded_ttft_ratio": (1.1, "max"),
 }
 
 

@@ -199,10 +199,10 @@ def run(quick: bool) -> dict:
             single.append(single_stream(engine, story_prompts(engine, 1, f"single {rep}")[0], 128)[0])
             seeded.append(seeded_ttft(engine, seed=7))
             unseeded.append(seeded_ttft(engine, seed=None))
-        figures["batch_tok_s_c1"] = median(c1)
-        figures["batch_tok_s_c8"] = median(c8)
-        figures["batch_scaling_c8"] = figures["batch_tok_s_c8"] / figures["batch_tok_s_c1"]
-        figures["decode_tok_s_engine"] = median(single)
+        figures["engine_batch_tok_s_c1"] = median(c1)
+        figures["engine_batch_tok_s_c8"] = median(c8)
+        figures["engine_batch_scaling_c8"] = figures["engine_batch_tok_s_c8"] / figures["engine_batch_tok_s_c1"]
+        figures["engine_decode_tok_s"] = median(single)
         figures["seeded_ttft_turn3_ms"] = median(seeded)
         figures["unseeded_ttft_turn3_ms"] = median(unseeded)
         figures["seeded_ttft_ratio"] = figures["seeded_ttft_turn3_ms"] / figures["unseeded_ttft_turn3_ms"]
@@ -227,10 +227,10 @@ def _against_server(engine: Any, binary: str, n: int, tokens: int, reps: int) ->
             theirs_c8.append(server_batch(url, prompts, tokens, 8))
             ours_c8.append(batch_throughput(engine, [p + " " for p in prompts], tokens, 8))
     return {
-        "decode_tok_s_llama_server": median(theirs_single),
-        "decode_ratio_vs_llama_server": median(ours_single) / median(theirs_single),
-        "batch_tok_s_c8_llama_server": median(theirs_c8),
-        "batch_ratio_vs_llama_server_c8": median(ours_c8) / median(theirs_c8),
+        "engine_decode_tok_s_llama_server": median(theirs_single),
+        "engine_decode_ratio_vs_llama_server": median(ours_single) / median(theirs_single),
+        "engine_batch_tok_s_c8_llama_server": median(theirs_c8),
+        "engine_batch_ratio_vs_llama_server_c8": median(ours_c8) / median(theirs_c8),
     }
 
 
