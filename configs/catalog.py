@@ -102,8 +102,8 @@ def _read(path: Path, source: str) -> dict[str, dict]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-    except FileNotFoundError:
-        return {}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}  # no user catalog (or no home yet): the shipped one alone
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise UsageError(f"cannot read the model catalog {path}: {exc}") from None
     models = data.get("models", {})

@@ -133,11 +133,13 @@ def test_examples_run(script):
     lines = out.stdout.strip().splitlines()
     assert "failed" not in out.stdout and "Error" not in out.stdout, out.stdout
     if script == "batch_prompts.py":
-        answered = {line.split(" ", 1)[0] for line in lines}
+        # each result starts a line with its id (an answer may run on over several lines)
+        answered = {line.split(" ", 1)[0] for line in lines} & {"capital", "math", "poem"}
         assert answered == {"capital", "math", "poem"}, out.stdout
         assert "Paris" in out.stdout and "4" in out.stdout
     else:
-        assert len(lines) == 4 and "4" in lines[0], out.stdout  # two answers, then two batch results
+        # two answers (the first says 4), then the two batch results
+        assert "4" in out.stdout and lines[-2].startswith("0 ") and lines[-1].startswith("1 "), out.stdout
 
 
 def test_bad_lines_are_reported_with_numbers(corral, tmp_path):

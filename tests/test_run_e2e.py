@@ -109,16 +109,17 @@ def test_corrupt_header_is_refused_before_anything_is_evicted(corral, tmp_path):
 
 
 def test_model_that_fails_in_its_worker(corral, tmp_path):
-    truncated = tmp_path / "truncated.gguf"
-    with open(json.loads(corral("list", "--json").out)[0]["path"], "rb") as f:
-        truncated.write_bytes(f.read(4 * 2**20))  # the header is intact, the weights are not
+    from tiny_models import write_tiny_llama_gguf
+
+    # Well-formed, so the supervisor's checks pass it; llama.cpp refuses it.
+    broken = write_tiny_llama_gguf(tmp_path / "unknown-arch.gguf", architecture="corral-unknown")
     corral("run", "-d", SMOLLM2)
     before = status(corral)["pid"]
-    result = corral("run", str(truncated), "hi")
+    result = corral("run", str(broken), "hi")
     assert_one_line_error(result, 1)
     assert "failed to load" in result.err
     assert status(corral)["pid"] == before
-    assert str(truncated) not in [m["model"] for m in ps(corral)]  # no half-loaded model is left
+    assert str(broken) not in [m["model"] for m in ps(corral)]  # no half-loaded model is left
     good = corral("run", SMOLLM2, "What is 2+2?", "--temperature", "0")
     assert good.code == 0 and "4" in good.out
 
@@ -158,7 +159,7 @@ def test_stop_ends_supervisor_and_workers(corral):
     assert result.code == 0, result
     assert not psutil.pid_exists(sup) or psutil.Process(sup).status() == psutil.STATUS_ZOMBIE
     assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
-    assert corral("stop").out.strip() == "The corral supervisor is not running."
+    assert corral("stop").out.strip() == "No corral supervisor is running."
 
 
 def test_unload(corral):
