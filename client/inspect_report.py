@@ -61,7 +61,8 @@ class Report:
             rows += [
                 ["Memory estimate", format_size(e["total_bytes"])],
                 ["  weights", format_size(e["weights_bytes"])],
-                ["  KV cache", format_size(e["kv_cache_bytes"])],
+                ["  KV cache", format_size(e["kv_cache_bytes"])
+                 + (f" ({e['parallel']} sequences of {f['context_length']} tokens)" if e["parallel"] > 1 else "")],
                 ["  compute buffers", format_size(e["compute_bytes"])],
                 ["  runtime", format_size(e["runtime_bytes"])],
             ]
@@ -72,12 +73,14 @@ def inspect_model(model: str, context_length: int | None = None, model_type: str
     """Read MODEL's header and estimate its memory, without loading it."""
     from corral.client.requests import model_ref
     from corral.configs.catalog import resolve
-    from corral.supervisor.memory import estimate_memory
+    from corral.supervisor.memory import estimate_memory, worker_sequences
     from corral.supervisor.model_files import read_header
 
-    spec = resolve(model_ref(model), load_settings(), model_type=model_type)
+    settings = load_settings()
+    spec = resolve(model_ref(model), settings, model_type=model_type)
     header = read_header(spec.path, spec.model_type)
-    estimate = None if header.truncated else estimate_memory(spec, context_length)
+    sequences = worker_sequences(spec, settings.parallel)  # what the supervisor will load it with
+    estimate = None if header.truncated else estimate_memory(spec, context_length, parallel=sequences)
     return Report(
         {
             "model": spec.name,

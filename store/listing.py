@@ -35,13 +35,13 @@ def _catalog_row(spec: ModelSpec) -> dict[str, Any]:
     return row
 
 
-def _estimate(spec: ModelSpec | None) -> int | None:
+def _estimate(spec: ModelSpec | None, settings: Settings) -> int | None:
     """The memory a worker of this model is expected to take, at its default
     context (the header is read once and cached while the file is unchanged)."""
-    from corral.supervisor.memory import estimate_memory
+    from corral.supervisor.memory import estimate_memory, worker_sequences
 
     try:
-        return estimate_memory(spec).total_bytes if spec is not None else None
+        return estimate_memory(spec, parallel=worker_sequences(spec, settings.parallel)).total_bytes if spec else None
     except CorralError:
         return None
 
@@ -53,7 +53,7 @@ def model_rows(settings: Settings) -> list[dict[str, Any]]:
         if isinstance(item, tuple):
             rows.append({"model": item[0], "available": False, "problem": item[1], "source": "catalog"})
         else:
-            rows.append({**_catalog_row(item), "estimate_bytes": _estimate(item)})
+            rows.append({**_catalog_row(item), "estimate_bytes": _estimate(item, settings)})
     for model in list_models(settings):
         c = model.config
         # one row per name, as docker model list shows a model with two tags twice
@@ -62,6 +62,6 @@ def model_rows(settings: Settings) -> list[dict[str, Any]]:
             "size_bytes": model.size, "context_length": model.context_length, "description": "",
             "source": "store", "id": model.id, "tags": list(model.as_dict()["tags"]), "created": c.created,
             "parameters": c.parameters, "quantization": c.quantization, "architecture": c.architecture,
-            "context_size": c.context_size, "estimate_bytes": _estimate(spec_for(settings, name)),
+            "context_size": c.context_size, "estimate_bytes": _estimate(spec_for(settings, name), settings),
         } for name in model.as_dict()["tags"] or [model.name])
     return rows

@@ -8,12 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 from corral.configs import catalog
-from corral.supervisor import lifecycle, policy, protocol
+from corral.supervisor import lifecycle, protocol
 from corral.supervisor.errors import BadRequest, Busy, CorralError, InternalError, ShuttingDown
-from corral.supervisor.memory import estimate_memory
+from corral.supervisor.memory import estimate_memory, worker_sequences
 from corral.supervisor.reports import describe_models, supervisor_facts
 from corral.supervisor.table import Model, Request, State
-from corral.workers.llama_cpp_backend import DEFAULT_PARALLEL
 
 if TYPE_CHECKING:
     from corral.supervisor.server import Supervisor
@@ -45,27 +44,29 @@ def _capable(spec: catalog.ModelSpec, msg: protocol.ClientRequest) -> None:
         raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which cannot constrain output to a grammar or JSON schema")
 
 
+def estimate(sup: "Supervisor", spec: catalog.ModelSpec):
+    return estimate_memory(spec, parallel=worker_sequences(spec, sup.settings.parallel))
+
+
 def _model_for(sup: "Supervisor", msg: protocol.Generate | protocol.Chat | protocol.Load | protocol.Embed) -> Model:
     """The table's entry for the requested model, made if it is new. Nothing
     is changed until every check has passed."""
     spec = catalog.resolve(msg.model, sup.settings, model_type=msg.model_type, names_only=msg.names_only)
-    parallel = policy.sequences_per_worker(spec.backend in catalog.BATCHING_BACKENDS,
-                                           spec.parallel or sup.settings.parallel, DEFAULT_PARALLEL)
-    spec = dataclasses.replace(spec, parallel=parallel, context_length=msg.context_length or spec.context_length)
+    if msg.context_length is not None:
+        spec = dataclasses.replace(spec, context_length=msg.context_length)
     _capable(spec, msg)
     model = sup.table.models.get(spec.name)
     if model is None:
         lifecycle.check_backoff(sup, spec.name)
         # Reading the header first refuses a corrupt file before anything is
         # evicted for it.
-        model = Model(spec=spec, estimate=estimate_memory(spec), keep_alive=sup.settings.idle_timeout,
+        model = Model(spec=spec, estimate=estimate(sup, spec), keep_alive=sup.settings.idle_timeout,
                       replicas=spec.replicas or sup.settings.replicas)
         sup.table.models[spec.name] = model
     elif msg.context_length is not None and spec.context_length != model.spec.context_length:
         # A load-time setting changed: new workers get it; the old ones
         # finish what they hold, then stop (scheduler).
-        estimate = estimate_memory(spec)
-        model.spec, model.estimate = spec, estimate
+        model.spec, model.estimate = spec, estimate(sup, spec)
     return model
 
 

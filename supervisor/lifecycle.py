@@ -22,6 +22,7 @@ from corral.supervisor.errors import (
     WorkerCrashed,
 )
 from corral.supervisor.logs import get_logger
+from corral.supervisor.memory import worker_sequences
 from corral.supervisor.table import Model, Request, State, Worker
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def spawn(sup: "Supervisor", model: Model) -> None:
     identity = f"w{os.getpid()}-{sup.next_worker}".encode()
     sup.next_worker += 1
     threads = policy.threads_per_worker(os.cpu_count() or 1, model.replicas, model.spec.threads)
-    launch_spec = dataclasses.replace(model.spec, threads=threads)
+    launch_spec = dataclasses.replace(model.spec, threads=threads, parallel=worker_sequences(model.spec, sup.settings.parallel))
     try:
         handle = sup.launcher.spawn(launch_spec, identity)
     except OSError as exc:

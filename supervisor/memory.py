@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from corral.configs.catalog import CTRANSFORMERS, ECHO, ModelSpec
+from corral.configs.catalog import BATCHING_BACKENDS, CTRANSFORMERS, ECHO, ModelSpec
 from corral.supervisor.errors import ModelLoadFailed
 from corral.supervisor.model_files import read_header
 
@@ -51,9 +51,21 @@ class Estimate:
         return {**asdict(self), "total_bytes": self.total_bytes}
 
 
+def worker_sequences(spec: ModelSpec, setting: int | None = None) -> int:
+    """Sequences a worker of ``spec`` decodes together: N for anyone (its
+    entry's ``parallel``, else the ``parallel`` setting, else the backend's
+    measured default) plus the seat kept for another client
+    (:func:`corral.supervisor.policy.sequences_per_worker`)."""
+    from corral.supervisor.policy import sequences_per_worker
+    from corral.workers.llama_cpp_backend import DEFAULT_PARALLEL
+
+    return sequences_per_worker(spec.backend in BATCHING_BACKENDS, spec.parallel or setting, DEFAULT_PARALLEL)
+
+
 def estimate_memory(spec: ModelSpec, context_length: int | None = None, parallel: int | None = None) -> Estimate:
     """The estimate for ``spec`` loaded with its (or the given) context length
-    and number of sequences decoded together."""
+    and number of sequences decoded together (default: :func:`worker_sequences`
+    without the setting)."""
     if spec.backend == ECHO:
         return Estimate(0, 0, 0, RUNTIME_BYTES[ECHO], spec.context_length)
     h = read_header(spec.path, spec.model_type)
@@ -72,9 +84,9 @@ def estimate_memory(spec: ModelSpec, context_length: int | None = None, parallel
         batch = min(N_UBATCH, n_ctx)
         compute = 4 * batch * (n_ctx * h.n_head + h.n_vocab // 4 + 4 * h.n_embd)
     else:
-        from corral.workers.llama_cpp_backend import DEFAULT_CHUNK, DEFAULT_PARALLEL
+        from corral.workers.llama_cpp_backend import DEFAULT_CHUNK
 
-        n_seq = parallel or getattr(spec, "parallel", None) or DEFAULT_PARALLEL
+        n_seq = parallel or worker_sequences(spec)
         kv = n_seq * n_ctx * kv_per_position * 2  # f16
         # Measured with flash attention: ~ one float per vocabulary entry and
         # 8 per embedding dimension for each micro-batch row.

@@ -1,4 +1,4 @@
-"""Chaos: 300 requests from 6 clients across 2 tiny models while another
+"""Chaos: 300 requests (at least) from 6 clients across 2 tiny models while another
 thread SIGKILLs a random worker every 2 s. Every request ends with an answer
 or a worker-crash error, none waits past its deadline, no worker is left
 behind, and the supervisor does not grow."""
@@ -21,15 +21,21 @@ from corral.supervisor import protocol
 from corral.supervisor.errors import CorralError, WorkerCrashed
 
 CLIENTS, PER_CLIENT = 6, 50
+MIN_KILLS = 6
 KILL_EVERY_S = 2.0
 # How long one request may take before it counts as hung: far beyond a
 # respawn of a tiny model, even on a loaded machine (a hang guard).
 DEADLINE_S = 120.0
 
 
+# Long enough that the 300 requests take many kill intervals (tiny models
+# decode thousands of tokens a second, several sequences at once).
+MAX_TOKENS = {"test/tiny-llama": 200, "test/tiny-gpt2": 100}
+
+
 def one_request(client: Client, model: str, n: int) -> str:
     """'answer', an error code, or 'hung'."""
-    response = client.generate(model, f"chaos {n}", max_tokens=16, temperature=0.5)
+    response = client.generate(model, f"chaos {n}", max_tokens=MAX_TOKENS[model], temperature=0.5)
     deadline = time.monotonic() + DEADLINE_S
     while response.done is None:
         msg = client.conn.next_event(response.id, timeout=max(0.0, deadline - time.monotonic()))
@@ -53,6 +59,9 @@ def test_chaos(tiny_catalog, monkeypatch):
     # crash loop (that rule has its own test): here every kill must be met
     # by a respawn.
     monkeypatch.setenv("CORRAL_CRASH_LIMIT", "1000")
+    # One sequence per worker: the requests queue up, so the run spans many
+    # kill intervals (batched, the tiny models answer all 300 in seconds).
+    monkeypatch.setenv("CORRAL_PARALLEL", "1")
     settings = load_settings()
     models = [tiny_catalog["llama"], tiny_catalog["gpt2"]]
     with Client(settings) as warm:
@@ -68,9 +77,13 @@ def test_chaos(tiny_catalog, monkeypatch):
     stop = threading.Event()
 
     def client_thread(index: int) -> None:
+        # At least PER_CLIENT requests each, and on until MIN_KILLS workers
+        # have been killed: tiny models are fast, the kills come every 2 s.
         with Client(settings) as client:
-            for n in range(PER_CLIENT):
+            n = 0
+            while n < PER_CLIENT or kills < MIN_KILLS:
                 outcomes[one_request(client, models[(index + n) % 2], index * 1000 + n)] += 1
+                n += 1
 
     def killer() -> None:
         nonlocal kills
@@ -97,9 +110,9 @@ def test_chaos(tiny_catalog, monkeypatch):
     chaos.join()
 
     print(f"\nchaos: {sum(outcomes.values())} requests, {kills} workers killed, outcomes {dict(outcomes)}")
-    assert sum(outcomes.values()) == CLIENTS * PER_CLIENT
+    assert sum(outcomes.values()) >= CLIENTS * PER_CLIENT
     assert set(outcomes) <= {"answer", "worker_crashed"}, outcomes
-    assert outcomes["answer"] > 0 and kills > 0
+    assert outcomes["answer"] > 0 and kills >= MIN_KILLS, (outcomes, kills)
     with Client(settings) as client:
         live = {m["pid"] for m in client.ps() if m["pid"]}
         assert client.status()["pid"] == supervisor.pid

@@ -89,9 +89,10 @@ def test_keep_alive_forever_outlives_the_default(monkeypatch, corral):
 
 def test_memory_budget_refuses_with_the_estimate(monkeypatch, corral):
     monkeypatch.setenv("CORRAL_MEMORY_BUDGET", "50MiB")
+    need = json.loads(corral("inspect", SMOLLM2, "--json").out)["estimate"]["total_bytes"]
     result = corral("run", SMOLLM2, "hi")
     assert_one_line_error(result, 4)
-    assert "needs about 260 MiB; 50 MiB available (budget 50 MiB)" in result.err
+    assert f"needs about {need / 2**20:.0f} MiB; 50 MiB available (budget 50 MiB)" in result.err
     assert "--ignore-runtime-memory-check" in result.err
     forced = corral("run", SMOLLM2, "What is 2+2?", "--temperature", "0", "--ignore-runtime-memory-check")
     assert forced.code == 0, forced
@@ -103,11 +104,15 @@ def test_inspect_shows_the_estimate_and_its_parts(corral):
     e = facts["estimate"]
     assert e["total_bytes"] == e["weights_bytes"] + e["kv_cache_bytes"] + e["compute_bytes"] + e["runtime_bytes"]
     assert facts["context_length"] == 2048 and facts["layers"] == 30
-    # KV cache: 2048 positions x 30 layers x 3 KV heads x (64 + 64) x 2 bytes
-    assert e["kv_cache_bytes"] == 2048 * 30 * 3 * 128 * 2
+    # KV cache: 5 sequences (4 for anyone, 1 kept for another client) x 2048
+    # positions x 30 layers x 3 KV heads x (64 + 64) x 2 bytes
+    assert e["parallel"] == 5
+    assert e["kv_cache_bytes"] == 5 * 2048 * 30 * 3 * 128 * 2
     text = corral("inspect", SMOLLM2).out
-    for part in ("weights", "KV cache", "compute buffers", "runtime", "Memory estimate"):
+    for part in ("weights", "KV cache", "compute buffers", "runtime", "Memory estimate", "5 sequences of 2048 tokens"):
         assert part in text
+    one = json.loads(corral("inspect", SMOLLM2, "--json", env={"CORRAL_PARALLEL": "1"}).out)["estimate"]
+    assert one["parallel"] == 1 and one["kv_cache_bytes"] == 2048 * 30 * 3 * 128 * 2
 
 
 def test_hung_worker_is_found_and_killed():
