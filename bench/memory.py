@@ -1,9 +1,10 @@
 """Memory estimate vs measured: `python -m bench.memory`.
 
-For each model and context length, loads the model through corral (a real
-worker), reads the worker's RSS after load, evaluates a prompt that fills
-90% of the context, and reads the worker's peak RSS (VmHWM). Prints a
-Markdown table of estimate vs measured peak.
+For each model, context length and number of sequences (``--parallel``),
+loads the model through corral (a real worker), reads the worker's RSS
+after load, evaluates at once, in every one of the worker's sequences, a
+prompt that fills 90% of the context, and reads the worker's peak RSS
+(VmHWM). Prints a Markdown table of estimate vs measured peak.
 """
 
 from __future__ import annotations
@@ -32,24 +33,35 @@ def measure(client: Client, name: str) -> dict:
     info = client.load(name)
     pid = info["pid"]
     after_load = proc_status(pid, "VmRSS")
-    n_ctx = next(m for m in client.ps() if m["model"] == name)["context_length"]
+    row = next(m for m in client.ps() if m["model"] == name)
+    n_ctx, seats = row["context_length"], row["parallel"]
     # Fill ~90% of the context: ~2 tokens per "hello world " in a real
     # vocabulary, more in a tiny one, so shrink until the prompt fits.
     words = int(n_ctx * 0.45)
     while True:
-        response = client.generate(name, "hello world " * words, max_tokens=8, temperature=0)
         try:
-            response.text()
+            client.generate(name, "hello world " * words, max_tokens=1, temperature=0).text()
             break
         except BadRequest:
             words = int(words * 0.8)
+    # Every sequence at once, each from its own client (one seat is kept
+    # for a client with nothing running).
+    others = [Client(client.settings) for _ in range(seats)]
+    try:
+        responses = [c.generate(name, f"{i} " + "hello world " * words, max_tokens=8, temperature=0)
+                     for i, c in enumerate(others)]
+        prompt_tokens = [r.usage["prompt_tokens"] for r in responses if r.text() is not None]
+    finally:
+        for c in others:
+            c.close()
     peak = proc_status(pid, "VmHWM")
-    estimate = estimate_memory(resolve(name, client.settings)).total_bytes
+    estimate = estimate_memory(resolve(name, client.settings), parallel=seats).total_bytes
     client.unload(name)
     return {
         "model": name,
         "context_length": n_ctx,
-        "prompt_tokens": response.usage["prompt_tokens"],
+        "sequences": seats,
+        "prompt_tokens": max(prompt_tokens),
         "estimate_bytes": estimate,
         "rss_after_load_bytes": after_load,
         "peak_rss_bytes": peak,
@@ -57,9 +69,11 @@ def measure(client: Client, name: str) -> dict:
     }
 
 
-def run(models: list[str], contexts: list[int], model_type: str | None = None) -> list[dict]:
+def run(models: list[str], contexts: list[int], model_type: str | None = None, parallel: int | None = None) -> list[dict]:
     home = tempfile.mkdtemp(prefix="corral-bench-", dir="/tmp")
     os.environ["CORRAL_HOME"] = home
+    if parallel is not None:
+        os.environ["CORRAL_PARALLEL"] = str(parallel)
     settings = load_settings()
     lines = []
     for model in models:
@@ -85,12 +99,12 @@ def run(models: list[str], contexts: list[int], model_type: str | None = None) -
 
 def table(rows: list[dict]) -> str:
     out = [
-        "| model | context | prompt tokens | estimate | RSS after load | peak RSS | estimate vs peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | context | sequences | prompt tokens each | estimate | RSS after load | peak RSS | estimate vs peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['model']} | {r['context_length']} | {r['prompt_tokens']} | {r['estimate_bytes'] / MiB:.0f} MiB "
+            f"| {r['model']} | {r['context_length']} | {r['sequences']} | {r['prompt_tokens']} | {r['estimate_bytes'] / MiB:.0f} MiB "
             f"| {r['rss_after_load_bytes'] / MiB:.0f} MiB | {r['peak_rss_bytes'] / MiB:.0f} MiB | {r['error']:+.1%} |"
         )
     return "\n".join(out)
@@ -101,9 +115,13 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="catalog name or path (default ai/smollm2)")
     parser.add_argument("--context", type=int, action="append", help="context lengths (default 512 2048 8192)")
     parser.add_argument("--model-type", help="the architecture of GGML files given as paths")
+    parser.add_argument("--parallel", type=int, action="append",
+                        help="CORRAL_PARALLEL values to measure (default 1 4 8; a worker has one seat more)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
-    rows = run(args.model or ["ai/smollm2"], args.context or [512, 2048, 8192], args.model_type)
+    rows = []
+    for parallel in args.parallel or [1, 4, 8]:
+        rows += run(args.model or ["ai/smollm2"], args.context or [512, 2048], args.model_type, parallel)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:
