@@ -81,8 +81,14 @@ class LowLevel:
         from corral.workers.backend import Sampling
         from corral.workers.llama_cpp_backend import LlamaCppBackend
 
+        from corral.configs.catalog import LLAMA_CPP, ModelSpec
+        from corral.supervisor.memory import worker_sequences
+
         self.Sampling = Sampling
-        self.backend = LlamaCppBackend({"name": "bench", "path": smollm2_path(), "context_length": CTX, "threads": THREADS})
+        # the worker's own engine: same context, threads and sequences
+        seats = worker_sequences(ModelSpec(name="bench", path=smollm2_path(), backend=LLAMA_CPP))
+        self.backend = LlamaCppBackend({"name": "bench", "path": smollm2_path(), "context_length": CTX, "threads": THREADS,
+                                        "parallel": seats})
         self.backend.load()
 
     def run(self, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
