@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.request
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bench.harness import median, now, smollm2_path
 
@@ -207,31 +207,46 @@ def run(quick: bool) -> dict:
         figures["unseeded_ttft_turn3_ms"] = median(unseeded)
         figures["seeded_ttft_ratio"] = figures["seeded_ttft_turn3_ms"] / figures["unseeded_ttft_turn3_ms"]
         if binary:
-            figures.update(_against_server(engine, binary, n, tokens, reps))
+            figures.update({f"engine_{k}": v for k, v in against_llama_server(
+                binary, reps,
+                prompt_for=lambda rep: story_prompts(engine, 1, f"vs {rep}")[0],
+                prompts_for=lambda rep: story_prompts(engine, n, f"vs8 {rep}"),
+                ours_single=lambda prompt: single_stream(engine, prompt + " ", 128)[0],
+                ours_batch=lambda prompts: batch_throughput(engine, [p + " " for p in prompts], tokens, 8),
+                tokens=tokens).items()})
     finally:
         engine.close()
     return figures
 
 
-def _against_server(engine: Any, binary: str, n: int, tokens: int, reps: int) -> dict:
-    """Both sides alternating: single stream (one slot busy) and 8 in flight."""
-    ours_single, theirs_single, ours_c8, theirs_c8 = [], [], [], []
+def against_llama_server(binary: str, reps: int, prompt_for: Callable[[int], str], prompts_for: Callable[[int], list[str]],
+                         ours_single: Callable[[str], float], ours_batch: Callable[[list[str]], float], tokens: int,
+                         settle_s: float = 0.0) -> dict:
+    """Our side and llama-server (8 slots) in turn, the same prompts: one
+    stream of 128 tokens, and a batch at 8 in flight. ``ours_*`` return
+    tokens/s; the figures are medians over ``reps`` rounds."""
+    sides: dict[str, list[float]] = {"ours_single": [], "theirs_single": [], "ours_c8": [], "theirs_c8": []}
     with llama_server(binary, 8) as url:
         server_stream(url, "Hello", 8)  # warm
         for rep in range(reps):
-            prompt = story_prompts(engine, 1, f"vs {rep}")[0]
-            stamps = server_stream(url, prompt, 128)
-            theirs_single.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-            ours_single.append(single_stream(engine, prompt + " ", 128)[0])
-            prompts = story_prompts(engine, n, f"vs8 {rep}")
-            theirs_c8.append(server_batch(url, prompts, tokens, 8))
-            ours_c8.append(batch_throughput(engine, [p + " " for p in prompts], tokens, 8))
+            prompt, prompts = prompt_for(rep), prompts_for(rep)
+            for name, run in (("theirs_single", lambda: _rate(server_stream(url, prompt, 128))),
+                              ("ours_single", lambda: ours_single(prompt)),
+                              ("theirs_c8", lambda: server_batch(url, prompts, tokens, 8)),
+                              ("ours_c8", lambda: ours_batch(prompts))):
+                time.sleep(settle_s)
+                sides[name].append(run())
+    m = {name: median(values) for name, values in sides.items()}
     return {
-        "engine_decode_tok_s_llama_server": median(theirs_single),
-        "engine_decode_ratio_vs_llama_server": median(ours_single) / median(theirs_single),
-        "engine_batch_tok_s_c8_llama_server": median(theirs_c8),
-        "engine_batch_ratio_vs_llama_server_c8": median(ours_c8) / median(theirs_c8),
+        "decode_tok_s_llama_server": m["theirs_single"],
+        "decode_ratio_vs_llama_server": m["ours_single"] / m["theirs_single"],
+        "batch_tok_s_c8_llama_server": m["theirs_c8"],
+        "batch_ratio_vs_llama_server_c8": m["ours_c8"] / m["theirs_c8"],
     }
+
+
+def _rate(stamps: list[float]) -> float:
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 if __name__ == "__main__":

@@ -19,11 +19,14 @@ import tempfile
 from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
 from corral.client import Client
 
+# llama-cpp-python as a user would write it, but without the extra buffer
+# types on AMX CPUs, which crash there (bench.decode.high_level_llama): a
+# crashed baseline printed nothing, which read as a fast first byte.
 _INPROCESS = """
 import sys
-from llama_cpp import Llama
-llm = Llama(model_path=sys.argv[1], n_ctx=2048, n_threads={threads}, verbose=False)
-for chunk in llm.create_chat_completion([{{"role": "user", "content": "Hi"}}], max_tokens=8, temperature=0, stream=True):
+from bench.decode import high_level_llama
+llm = high_level_llama()
+for chunk in llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0, stream=True):
     text = chunk["choices"][0]["delta"].get("content")
     if text:
         sys.stdout.write(text)
@@ -36,8 +39,10 @@ def _first_byte(args: list[str], env: dict | None = None) -> float:
     """Seconds from starting a command to the first byte on its stdout."""
     t0 = now()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    proc.stdout.read(1)
+    first = proc.stdout.read(1)
     elapsed = now() - t0
+    if not first:
+        raise RuntimeError(f"{args[0]} printed nothing (it exited with {proc.wait()})")
     proc.stdout.close()
     proc.wait()
     return elapsed
@@ -53,12 +58,12 @@ def corral_command() -> str:
 
 def cold_start(reps: int) -> dict:
     corral = corral_command()
-    code = _INPROCESS.format(threads=os.cpu_count() or 1)
+    code = _INPROCESS
     ours, theirs = [], []
     for rep in range(reps):
         for side in ("corral", "inprocess") if rep % 2 == 0 else ("inprocess", "corral"):
             if side == "inprocess":
-                theirs.append(_first_byte([sys.executable, "-c", code, smollm2_path()]))
+                theirs.append(_first_byte([sys.executable, "-c", code]))
                 continue
             with corral_home() as settings:
                 env = {**os.environ, "CORRAL_HOME": str(settings.home)}

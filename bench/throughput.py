@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from bench.batching import llama_server, server_batch, server_stream
+from bench.batching import against_llama_server
 from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
 from corral.client import Client
 
@@ -35,6 +35,11 @@ def _stream_rate(client: Client, model: str, prompt: str, tokens: int) -> tuple[
     """(tokens, seconds) of one streamed answer, from its first token."""
     stamps = [now() for _ in client.generate(model, prompt, max_tokens=tokens, temperature=0, repeat_penalty=1.0)]
     return len(stamps), stamps[-1] - stamps[0]
+
+
+def _single(client: Client, prompt: str) -> float:
+    count, seconds = _stream_rate(client, SMOLLM2, prompt, 128)
+    return (count - 1) / seconds
 
 
 def _two_at_once(settings, models: list[str], prompt: str, tokens: int) -> float:
@@ -77,8 +82,7 @@ def run(quick: bool) -> dict:
                 time.sleep(SETTLE_S)
                 c8.append(_batch(client, SMOLLM2, prompts, tokens, 8))
                 time.sleep(SETTLE_S)
-                count, seconds = _stream_rate(client, SMOLLM2, prompts[0], 128)
-                alone.append((count - 1) / seconds)
+                alone.append(_single(client, prompts[0]))
                 time.sleep(SETTLE_S)
                 together.append(_two_at_once(settings, [SMOLLM2, copy], prompts[0], 128))
             figures["batch_tok_s_c1"] = median(c1)
@@ -90,36 +94,13 @@ def run(quick: bool) -> dict:
             binary = os.environ.get("CORRAL_BENCH_LLAMA_SERVER")
             if binary:
                 client.unload(copy)
-                figures.update(_against_server(client, binary, prompts, tokens, reps))
+                figures.update(against_llama_server(
+                    binary, reps, prompt_for=lambda rep: prompts[1], prompts_for=lambda rep: prompts,
+                    ours_single=lambda prompt: _single(client, prompt),
+                    ours_batch=lambda ps: _batch(client, SMOLLM2, ps, tokens, 8), tokens=tokens, settle_s=SETTLE_S))
     finally:
         shutil.rmtree(copy_dir, ignore_errors=True)
     return figures
-
-
-def _against_server(client: Client, binary: str, prompts: list[str], tokens: int, reps: int) -> dict:
-    """corral and llama-server (8 slots) in turn: one stream of 128 tokens,
-    and the batch at 8 in flight."""
-    ours_single, theirs_single, ours_c8, theirs_c8 = [], [], [], []
-    with llama_server(binary, 8) as url:
-        server_stream(url, "Hello", 8)  # warm
-        for _ in range(reps):
-            time.sleep(SETTLE_S)
-            stamps = server_stream(url, prompts[1], 128)
-            theirs_single.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-            time.sleep(SETTLE_S)
-            count, seconds = _stream_rate(client, SMOLLM2, prompts[1], 128)
-            ours_single.append((count - 1) / seconds)
-            time.sleep(SETTLE_S)
-            theirs_c8.append(server_batch(url, prompts, tokens, 8))
-            time.sleep(SETTLE_S)
-            ours_c8.append(_batch(client, SMOLLM2, prompts, tokens, 8))
-    return {
-        "decode_tok_s_corral_vs_server": median(ours_single),
-        "decode_tok_s_llama_server": median(theirs_single),
-        "decode_ratio_vs_llama_server": median(ours_single) / median(theirs_single),
-        "batch_tok_s_c8_llama_server": median(theirs_c8),
-        "batch_ratio_vs_llama_server_c8": median(ours_c8) / median(theirs_c8),
-    }
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ def needs_pull(model: str, settings: Settings) -> bool:
 
 def ensure_pulled(model: str, opts: Mapping[str, Any] | None = None, settings: Settings | None = None) -> None:
     """Pull ``model`` first when it needs it, saying so on stderr."""
-    from corral.store.pull import pull
-
     settings = settings or load_settings()
     if not needs_pull(model, settings):
         return
+    # Imported only now: httpx and the registry client cost every
+    # `corral run` ~130 ms at start, for models that are already here.
+    from corral.store.pull import pull
+
     opts = opts or {}
     found = []
 

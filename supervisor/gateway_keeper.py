@@ -25,6 +25,11 @@ log = get_logger()
 NAME = "the HTTP gateway"  # its name in the restarter's history
 EXIT_USAGE, EXIT_PORT_IN_USE = 2, 98  # corral.gateway.__main__'s exit codes
 PORT_RETRY_S = 30.0
+# The gateway's start (an interpreter and uvicorn: about half a second of
+# CPU) waits while a model loads or answers, so that it never slows the
+# first answer of a cold start; but no longer than this after the
+# supervisor started.
+DEFER_WHILE_LOADING_S = 5.0
 
 
 def address(http: tuple[str, int]) -> str:
@@ -41,14 +46,18 @@ class GatewayKeeper:
         self.error: str | None = None
         self.retry_at: float | None = None if settings.http is None else 0.0
         self.restarts = 0
+        self.created = time.monotonic()
 
     @property
     def sentinel(self) -> int | None:
         return self.handle.sentinel if self.handle is not None else None
 
-    def tick(self, now: float) -> None:
-        """Start the gateway when it is due."""
+    def tick(self, now: float, busy: bool = False) -> None:
+        """Start the gateway when it is due (``busy``: a model loads or answers)."""
         if self.handle is not None or self.retry_at is None or now < self.retry_at:
+            return
+        if busy and self.restarts == 0 and now - self.created < DEFER_WHILE_LOADING_S:
+            self.retry_at = now + 0.2  # look again soon (the model's ready frame wakes the loop too)
             return
         left = self.restarter.backoff_left(NAME, now)
         if left is not None:

@@ -26,7 +26,7 @@ from corral.supervisor.logs import get_logger
 from corral.supervisor.gateway_keeper import GatewayKeeper
 from corral.supervisor.restarter import Restarter
 from corral.supervisor.sockets import MORE, NOBLOCK, bind_router
-from corral.supervisor.table import Table, Worker
+from corral.supervisor.table import State, Table, Worker
 from corral.supervisor.worker_process import ProcessLauncher
 
 log = get_logger()
@@ -95,7 +95,8 @@ class Supervisor:
         now = time.monotonic()
         self._guard(lifecycle.tick, self, now)
         if not self.shutting_down:
-            self._guard(self.gateway.tick, now)
+            busy = any(w.state in (State.LOADING, State.BUSY) for w in self.table.all_workers())
+            self._guard(self.gateway.tick, now, busy)
         self.gateway.advance_stop(now)
         if self.shutdown_requests and not self.table.models and self.gateway.sentinel is None:
             for client, id in self.shutdown_requests:

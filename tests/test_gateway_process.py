@@ -4,6 +4,7 @@ working), and starts it again when it dies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,18 +22,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_facts() -> dict:
-    with Client() as client:
-        return client.status()["http"]
-
-
-def test_a_taken_port_is_reported_and_nothing_else_breaks(corral, monkeypatch):
+@contextlib.contextmanager
+def port_taken(monkeypatch):
+    """CORRAL_HTTP on a port another program listens on; the echo backend on."""
     port = free_port()
     monkeypatch.setenv("CORRAL_HTTP", f"127.0.0.1:{port}")
     monkeypatch.setenv("CORRAL_ENABLE_ECHO_BACKEND", "1")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
+        yield port
+
+
+def http_facts() -> dict:
+    with Client() as client:
+        return client.status()["http"]
+
+
+def test_a_taken_port_is_reported_and_nothing_else_breaks(corral, monkeypatch):
+    with port_taken(monkeypatch) as port:
         answer = corral("run", "corral/echo", "hi", "--max-tokens", "2")
         assert answer.code == 0 and answer.out.startswith("tok tok"), answer
         facts = wait_for(lambda: (f := http_facts())["state"] == "port in use" and f)
@@ -72,12 +80,7 @@ def _open(port: int) -> bool:
 
 
 def test_status_shows_the_address_and_a_taken_port(corral, monkeypatch):
-    port = free_port()
-    monkeypatch.setenv("CORRAL_HTTP", f"127.0.0.1:{port}")
-    monkeypatch.setenv("CORRAL_ENABLE_ECHO_BACKEND", "1")
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
+    with port_taken(monkeypatch) as port:
         assert corral("run", "-d", "corral/echo").code == 0
         wait_for(lambda: http_facts()["state"] == "port in use")
         shown = corral("status")

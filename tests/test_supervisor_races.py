@@ -45,6 +45,16 @@ def serve_one(sup, worker, client, id):
     return run_until(sup, lambda: client.ended(id))
 
 
+def first_work(sup, launcher, client, prompt: str = "hi"):
+    """Send one request; the first worker starts, is ready, and gets it.
+    Returns (request id, worker, the work it got)."""
+    id = client.send("generate", model=LLAMA, prompt=prompt)
+    run_until(sup, lambda: launcher.spawned)
+    worker = launcher.spawned[0]
+    worker.ready()
+    return id, worker, run_until(sup, lambda: worker.recv())
+
+
 def next_worker_serves(sup, launcher, client, id, count: int) -> None:
     """The ``count``-th worker starts, becomes ready and answers request ``id``."""
     run_until(sup, lambda: len(launcher.spawned) == count)
@@ -170,11 +180,7 @@ def test_a_worker_frame_that_breaks_handling_fails_its_request(loop, monkeypatch
     from corral.supervisor import lifecycle
 
     sup, launcher, client = loop()
-    id = client.send("generate", model=LLAMA, prompt="hi")
-    run_until(sup, lambda: launcher.spawned)
-    worker = launcher.spawned[0]
-    worker.ready()
-    work = run_until(sup, lambda: worker.recv())
+    id, worker, work = first_work(sup, launcher, client, "hi")
     monkeypatch.setattr(lifecycle, "finish", lambda *args: 1 / 0)
     worker.send(protocol.DONE, rid=work.rid, id=work.request.id, stopped="stop")
     error = run_until(sup, lambda: client.ended(id))
@@ -183,11 +189,7 @@ def test_a_worker_frame_that_breaks_handling_fails_its_request(loop, monkeypatch
 
 def test_bad_worker_frames_are_dropped_not_forwarded(loop):
     sup, launcher, client = loop()
-    id = client.send("generate", model=LLAMA, prompt="hi")
-    run_until(sup, lambda: launcher.spawned)
-    worker = launcher.spawned[0]
-    worker.ready()
-    work = run_until(sup, lambda: worker.recv())
+    id, worker, work = first_work(sup, launcher, client, "hi")
     worker.data.send(b"\x81\xa2ev\xa5token")  # no rid, no text
     worker.send(protocol.TOKEN, rid=work.rid, id="someone else", text="stolen")  # not its request's id
     worker.answer(work, text="mine")
@@ -198,11 +200,7 @@ def test_bad_worker_frames_are_dropped_not_forwarded(loop):
 
 def test_an_unloaded_worker_that_exits_before_its_last_frames_ends_them_as_cancelled(loop):
     sup, launcher, client = loop()
-    id = client.send("generate", model=LLAMA, prompt="long")
-    run_until(sup, lambda: launcher.spawned)
-    worker = launcher.spawned[0]
-    worker.ready()
-    work = run_until(sup, lambda: worker.recv())
+    id, worker, work = first_work(sup, launcher, client, "long")
     worker.send(protocol.TOKEN, rid=work.rid, id=work.request.id, text="partial")
     client.send("unload", all=True)
     run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
