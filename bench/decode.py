@@ -23,6 +23,9 @@ from corral.client import Client
 
 CTX = 2048
 SETTLE_S = 0.3
+# Every side samples the same way: greedy, without a repeat penalty (what
+# llama-cpp-python does by default; corral's own default is 1.1).
+REPEAT = 1.0
 THREADS = os.cpu_count() or 1
 
 
@@ -70,7 +73,8 @@ class HighLevel:
     def run(self, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
         t0 = now()
         stamps = []
-        for chunk in self.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, stream=True):
+        for chunk in self.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0, repeat_penalty=REPEAT,
+                                                     stream=True):
             if chunk["choices"][0]["delta"].get("content"):
                 stamps.append(now())
         return t0, stamps
@@ -96,13 +100,14 @@ class LowLevel:
 
         t0 = now()
         prompt, stop = self.backend.chat_prompt(messages)
-        stamps = [now() for _ in self.backend.stream(prompt, self.Sampling(max_tokens=max_tokens, temperature=0, stop=stop), Usage())]
+        sampling = self.Sampling(max_tokens=max_tokens, temperature=0, repeat_penalty=REPEAT, stop=stop)
+        stamps = [now() for _ in self.backend.stream(prompt, sampling, Usage())]
         return t0, stamps
 
 
 def _corral_run(client: Client, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
     t0 = now()
-    stamps = [now() for _ in client.chat(SMOLLM2, messages, max_tokens=max_tokens, temperature=0)]
+    stamps = [now() for _ in client.chat(SMOLLM2, messages, max_tokens=max_tokens, temperature=0, repeat_penalty=REPEAT)]
     return t0, stamps
 
 
@@ -186,14 +191,16 @@ def _batch(client: Client, n: int, tokens: int) -> dict:
     prompts = _prompts(n, "batch")
     time.sleep(SETTLE_S)
     t0 = now()
-    out = list(client.batch(SMOLLM2, [{"messages": p} for p in prompts], concurrency=4, max_tokens=tokens, temperature=0))
+    out = list(client.batch(SMOLLM2, [{"messages": p} for p in prompts], concurrency=4, max_tokens=tokens, temperature=0,
+                            repeat_penalty=REPEAT))
     corral_s = now() - t0
     corral_tokens = sum(r.usage.get("completion_tokens", 0) for r in out)
     time.sleep(SETTLE_S)
     t0 = now()
     inproc_tokens = 0
     for p in prompts:
-        result = llm.create_chat_completion([{"role": "user", "content": p[0]["content"] + " "}], max_tokens=tokens, temperature=0)
+        result = llm.create_chat_completion([{"role": "user", "content": p[0]["content"] + " "}], max_tokens=tokens, temperature=0,
+                                            repeat_penalty=REPEAT)
         inproc_tokens += result["usage"]["completion_tokens"]
     inproc_s = now() - t0
     return {

@@ -12,7 +12,8 @@ import json
 import llama_cpp as L
 import pytest
 
-from bench.harness import smollm2_path
+from corral.configs.catalog import resolve
+from corral.configs.settings import load_settings
 from corral.workers.backend import SAMPLING_DEFAULTS, Sampling, Usage
 from corral.workers.llama_cpp_backend import LlamaCppBackend
 from corral.workers.llama_sampling import model_sampling_defaults, resolve_sampling
@@ -33,6 +34,12 @@ def prompt_of(backend: LlamaCppBackend, tokens: int) -> str:
     while backend.count_tokens(text + " hello") < tokens:
         text += " hello"
     return text
+
+
+def smollm2_path() -> str:
+    # The tests run the installed package from any folder, so they resolve
+    # the catalog themselves rather than import bench/.
+    return resolve("ai/smollm2", load_settings()).path
 
 
 def greedy(max_tokens: int, **kw) -> Sampling:
