@@ -52,18 +52,23 @@ def stop_supervisor(home: Path) -> None:
         proc = psutil.Process(pid)
         children = proc.children(recursive=True)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
     except psutil.NoSuchProcess:
         return
-    except psutil.TimeoutExpired:
-        proc.kill()
-    for child in children:
+    for p, guard in [(proc, 15.0)] + [(child, 5.0) for child in children]:
         try:
-            child.wait(timeout=5)
-        except psutil.TimeoutExpired:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+            wait_for(lambda: gone(p.pid), timeout=guard, interval=0.02)
+        except AssertionError:
+            p.kill()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited. An orphan (the supervisor a client started,
+    once that client has exited) stays a zombie until PID 1 reaps it, which
+    can take seconds in a container: exited is what matters here."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @dataclass

@@ -9,10 +9,9 @@ import shutil
 import signal
 import time
 
-import psutil
 import pytest
 
-from conftest import SMOLLM2, assert_one_line_error, wait_for
+from conftest import SMOLLM2, assert_one_line_error, gone, wait_for
 from corral.client import Client
 from corral.client.launch import supervisor_pid
 from corral.configs.catalog import resolve
@@ -31,13 +30,6 @@ def copy_of_smollm2(tmp_path) -> str:
     path = tmp_path / "smollm2-copy.gguf"
     shutil.copyfile(smollm2_path(), path)
     return str(path)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_switch_waits_for_the_running_answer(copy_of_smollm2):

@@ -12,7 +12,7 @@ import psutil
 
 import pytest
 
-from conftest import CORRAL, SMOLLM2, assert_one_line_error, wait_for
+from conftest import CORRAL, SMOLLM2, assert_one_line_error, gone, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -157,8 +157,7 @@ def test_stop_ends_supervisor_and_workers(corral):
     sup, worker = status(corral)["pid"], ps(corral)[0]["pid"]
     result = corral("stop")
     assert result.code == 0, result
-    assert not psutil.pid_exists(sup) or psutil.Process(sup).status() == psutil.STATUS_ZOMBIE
-    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    assert gone(sup) and gone(worker)
     assert corral("stop").out.strip() == "No corral supervisor is running."
 
 
