@@ -9,8 +9,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import CORRAL, assert_one_line_error, wait_for
 from corral.client import Client
+
+pytestmark = pytest.mark.integration
 
 
 def write_prompts(path: Path, n: int, **extra) -> list[str]:

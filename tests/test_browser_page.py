@@ -21,6 +21,8 @@ from selenium.webdriver.common.keys import Keys
 
 from conftest import SMOLLM2, wait_for
 
+pytestmark = pytest.mark.integration
+
 INJECTION = "<img src=x onerror=alert(1)> <script>alert(2)</script>"
 
 

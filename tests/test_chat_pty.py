@@ -19,6 +19,8 @@ import pytest
 
 from conftest import CORRAL, SMOLLM2, wait_for
 
+pytestmark = pytest.mark.integration
+
 ECHO = "corral/echo"
 STATS = re.compile(r"prompt tokens: (\d+), completion tokens: (\d+)")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[=>]")

@@ -18,6 +18,8 @@ from conftest import CORRAL, HANG_GUARD_S, assert_one_line_error, wait_for
 from corral.client.launch import supervisor_pid
 from corral.configs.settings import load_settings
 
+pytestmark = pytest.mark.integration
+
 ECHO = "corral/echo"
 FOREVER = "2000000000"  # tokens: an echo answer that runs until stopped
 

@@ -8,8 +8,11 @@ import os
 import signal
 import subprocess
 
+import pytest
 from conftest import CORRAL, wait_for
 from corral.client import Client
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_stopped_supervisor_fails_waiting_and_new_requests(corral, monkeypatch):

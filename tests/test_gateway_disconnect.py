@@ -10,9 +10,12 @@ import socket
 import subprocess
 
 import httpx
+import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory, port_open, ps_rows  # noqa: F401  (fixtures)
 
 from conftest import CORRAL, wait_for
+
+pytestmark = pytest.mark.integration
 
 LONG = {"model": ECHO, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1_000_000}
 

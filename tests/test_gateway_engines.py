@@ -3,10 +3,13 @@ describes every route."""
 
 from __future__ import annotations
 
+import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F401  (fixtures)
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SMOLLM2, wait_for
+
+pytestmark = pytest.mark.integration
 
 HI = {"model": ECHO, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 

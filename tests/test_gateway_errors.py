@@ -14,6 +14,8 @@ from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F40
 
 from conftest import wait_for
 
+pytestmark = pytest.mark.integration
+
 HI = [{"role": "user", "content": "Hi"}]
 
 

@@ -16,6 +16,8 @@ from gateway_fixture import ECHO, gateway, gateway_factory  # noqa: F401  (fixtu
 
 from conftest import SMOLLM2
 
+pytestmark = pytest.mark.integration
+
 HI = [{"role": "user", "content": "Hi"}]
 
 

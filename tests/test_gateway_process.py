@@ -11,9 +11,12 @@ import signal
 import socket
 
 import httpx
+import pytest
 
 from conftest import wait_for
 from corral.client import Client
+
+pytestmark = pytest.mark.integration
 
 
 def free_port() -> int:

@@ -9,6 +9,8 @@ import pytest
 from gateway_fixture import gateway, gateway_factory  # noqa: F401  (fixtures)
 from registry import dmr_config, push_with_oras, registry, tiny_gguf  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.integration
+
 GGUF = "application/vnd.docker.ai.gguf.v3"
 CONFIG = "application/vnd.docker.ai.model.config.v0.1+json"
 

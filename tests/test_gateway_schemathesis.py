@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckContext
 from schemathesis.specs.openapi.checks import status_code_conformance
 
+pytestmark = pytest.mark.integration
+
 
 @schemathesis.check
 def no_internal_error(ctx: CheckContext, response, case) -> None:

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from gateway_fixture import ECHO, free_port, gateway, gateway_factory, launch_gateway_process  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.integration
+
 HI = {"model": ECHO, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 
 

@@ -21,6 +21,8 @@ from corral.configs.settings import load_settings
 from corral.supervisor import protocol
 from hostile_files import U32, gguf_header, llama_kv, write
 
+pytestmark = pytest.mark.integration
+
 FUZZ_EXAMPLES = int(os.environ.get("CORRAL_FUZZ_EXAMPLES", "60"))
 
 

@@ -18,6 +18,8 @@ from registry import (  # noqa: F401
     QuietHandler, StallingProxy, dmr_config, own_registry, push_with_oras, registry, serve, tiny_gguf,
 )
 
+pytestmark = pytest.mark.integration
+
 GGUF = "application/vnd.docker.ai.gguf.v3"
 CONFIG = "application/vnd.docker.ai.model.config.v0.1+json"
 CHUNK = 1024 * 1024  # corral's read size

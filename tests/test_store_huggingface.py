@@ -15,6 +15,8 @@ import pytest
 from conftest import assert_one_line_error
 from registry import QuietHandler, serve, tiny_gguf
 
+pytestmark = pytest.mark.integration
+
 TOKEN = "hf_test_token"
 
 

@@ -15,6 +15,8 @@ import pytest
 from conftest import CORRAL, assert_one_line_error
 from registry import StallingProxy, dmr_config, own_registry, push_with_oras, registry, tiny_gguf  # noqa: F401
 
+pytestmark = pytest.mark.integration
+
 GGUF = "application/vnd.docker.ai.gguf.v3"
 LICENSE = "application/vnd.docker.ai.license"
 CONFIG = "application/vnd.docker.ai.model.config.v0.1+json"
