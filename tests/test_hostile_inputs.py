@@ -163,9 +163,18 @@ def _mutate(data, frame: bytes) -> bytes:
     return bytes(buf)
 
 
+@pytest.fixture
+def tally():
+    """What the fuzzing sent, printed for the record (`pytest -s`)."""
+    counts = {"examples": 0, "frames": 0, "to_worker_socket": 0}
+    yield counts
+    print(f"\nfuzz: {counts['examples']} examples, {counts['frames']} frames sent "
+          f"({counts['to_worker_socket']} as the worker), the supervisor answered status after each")
+
+
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_random_and_mutated_frames_on_both_sockets(supervisor, data):
+def test_random_and_mutated_frames_on_both_sockets(supervisor, tally, data):
     settings, pid, sock = supervisor
     # Impersonate the loaded worker's data socket: frames from it are parsed
     # as worker events (a stranger's are dropped unread).
@@ -177,7 +186,11 @@ def test_random_and_mutated_frames_on_both_sockets(supervisor, data):
         frames = data.draw(st.lists(st.binary(max_size=64) | st.sampled_from(VALID).map(lambda f: _mutate(data, f)),
                                     min_size=1, max_size=12))
         for frame in frames:
-            (worker if data.draw(st.booleans()) else sock).send(frame)
+            as_worker = data.draw(st.booleans())
+            (worker if as_worker else sock).send(frame)
+            tally["to_worker_socket"] += as_worker
+        tally["frames"] += len(frames)
+        tally["examples"] += 1
         assert status(sock, "after")["pid"] == pid
     finally:
         worker.close(0)
