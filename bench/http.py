@@ -24,7 +24,7 @@ from typing import Iterator
 
 import httpx
 
-from bench.decode import CTX, SETTLE_S, THREADS, _corral_run, _prompts, _rate
+from bench.decode import CTX, REPEAT, SETTLE_S, THREADS, _corral_run, _prompts, _rate
 from bench.harness import SMOLLM2, corral_home, median, now, smollm2_path
 from bench.http_load import load
 from corral.client import Client
@@ -94,7 +94,9 @@ def llama_cpp_server() -> Iterator[str]:
 
 def _sse_run(http: httpx.Client, url: str, model: str, messages: list[dict], max_tokens: int) -> tuple[float, list[float]]:
     """One streamed chat completion: start time and each token's arrival."""
-    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    # sampled as the Python client side is (bench.decode.REPEAT): greedy, no repeat penalty
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": REPEAT,
+            "stream": True}
     t0 = now()
     stamps = []
     with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
@@ -153,11 +155,15 @@ def _decode_figures(quick: bool) -> dict:
             }
             for side in sides.values():  # warm every side once
                 side(_prompts(1, "warm")[0], 8)
-            for rep, messages in enumerate(_prompts(reps, "http")):
+            # Each side its own prompts (of the same length): the client and
+            # the gateway share one worker, whose prompt cache would give the
+            # second of them the first one's prompt for free.
+            prompts = {name: _prompts(reps, f"http {k}") for k, name in enumerate(sides)}
+            for rep in range(reps):
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for name in order:
                     time.sleep(SETTLE_S)
-                    t0, stamps = sides[name](messages, tokens)
+                    t0, stamps = sides[name](prompts[name][rep], tokens)
                     rates[name].append(_rate(stamps))
                     ttft[name].append((stamps[0] - t0) * 1000)
             cancels = [_cancel_to_idle(client, http, url) for _ in range(3 if quick else 5)]
