@@ -8,7 +8,9 @@
   spend this machine's CPU, even with a "simple" request that skips CORS.
 - With ``CORRAL_API_KEY``, every request carries ``Authorization: Bearer
   KEY``, compared in constant time (CORS preflights excepted: browsers send
-  them without credentials).
+  them without credentials; so are the chat page's own files, which hold
+  no data and which a browser cannot fetch with a header: the page then
+  asks for the key and sends it with every API call).
 - Bodies stop at 10 MiB: by ``Content-Length`` at once, or while a chunked
   body is read.
 """
@@ -62,6 +64,12 @@ class HostAndOrigin:
         await self.app(scope, receive, send)
 
 
+def _page_file(scope: Scope) -> bool:
+    """A GET of the chat page's static files."""
+    path = scope["path"]
+    return scope["method"] in ("GET", "HEAD") and (path == "/ui" or path.startswith("/ui/"))
+
+
 class KeyAndBodyLimit:
     def __init__(self, app: ASGIApp, config: GatewayConfig, max_body: int):
         self.app = app
@@ -71,7 +79,7 @@ class KeyAndBodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.expected is not None and scope["method"] != "OPTIONS":
+        if self.expected is not None and scope["method"] != "OPTIONS" and not _page_file(scope):
             given = _header(scope, b"authorization") or b""
             if not hmac.compare_digest(given, self.expected):
                 why = "a wrong API key" if given else "no API key"

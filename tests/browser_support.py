@@ -100,12 +100,13 @@ class Page:
 
     # -- driving it ------------------------------------------------------------
 
-    def open(self, path: str = "/ui/") -> "Page":
+    def open(self, path: str = "/ui/", wait: bool = True) -> "Page":
         # Whatever the browser loaded at start-up is not the page's doing.
         self.driver.get("about:blank")
         self.driver.get_log("performance")
         self.driver.get(self.gateway.url + path)
-        self.wait_models()
+        if wait:
+            self.wait_models()
         return self
 
     def reload(self) -> None:
@@ -191,14 +192,14 @@ def open_page(tmp_path):
     Each browser leaves a screenshot of its last state in ``tmp_path``."""
     pages: list[Page] = []
 
-    def start(gateway, size: tuple[int, int] = DESKTOP, path: str = "/ui/") -> Page:
+    def start(gateway, size: tuple[int, int] = DESKTOP, path: str = "/ui/", wait: bool = True) -> Page:
         profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
         page = Page(launch(profile, size), gateway, tmp_path)
         pages.append(page)
         if size[0] < 500:  # below Chromium's smallest window: a phone's screen, as DevTools emulates it
             metrics = {"width": size[0], "height": size[1], "deviceScaleFactor": 2, "mobile": True}
             page.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-        return page.open(path)
+        return page.open(path, wait)
 
     yield start
     for i, page in enumerate(pages):

@@ -307,3 +307,28 @@ def test_a_busy_model_says_so_and_the_chat_goes_on(gateway_factory, open_page):
     page.send("echo:now?")
     wait_for(lambda: page.answers() == ["now?"] and not page.answering())
     page.shot("busy")
+
+
+def test_with_an_api_key_the_page_asks_for_it_once_and_chats(gateway_factory, open_page):
+    key = "page-key-0123456789"
+    gw = gateway_factory(CORRAL_ENABLE_ECHO_BACKEND="1", CORRAL_API_KEY=key, headers={"Authorization": f"Bearer {key}"})
+    assert httpx.get(gw.url + "/v1/models").status_code == 401  # the API still needs the key
+    page = open_page(gw, wait=False)
+    dialog = page.q("#key-dialog")
+    wait_for(dialog.is_displayed)
+    # A wrong key is refused and asked again, saying so.
+    page.q("#key-input").send_keys("wrong" + Keys.ENTER)
+    wait_for(lambda: dialog.is_displayed() and "refused" in page.q("#key-why").text)
+    page.q("#key-input").send_keys(key + Keys.ENTER)
+    page.wait_models()
+    assert not dialog.is_displayed()
+    page.pick_model(ECHO)
+    page.send("echo:with a key")
+    wait_for(lambda: page.answers() == ["with a key"] and not page.answering())
+    # Kept for this tab only: not in the saved chats, not in localStorage.
+    assert page.js("return sessionStorage.getItem('corral-api-key')") == key
+    assert key not in page.js("return JSON.stringify({...localStorage})")
+    chat_posts = [r for r in page.requests() if r["url"].endswith("/v1/chat/completions")]
+    assert chat_posts and all(r["headers"].get("Authorization") == f"Bearer {key}" for r in chat_posts)
+    page.assert_only_gateway_requests()
+    assert [e for e in page.console_errors() if "401" not in e["message"]] == []

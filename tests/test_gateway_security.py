@@ -79,6 +79,11 @@ def test_api_key_is_required_on_every_request_when_set(gateway_factory):
         assert http.post("/api/chat", json=HI, headers={"Authorization": "Bearer nope"}).json()["error"].startswith("a wrong API key")
         right = http.post("/v1/chat/completions", json=HI, headers={"Authorization": "Bearer s3cret-key"})
         assert right.status_code == 200
+        # The chat page's files hold no data, and a browser cannot fetch them
+        # with a header: they load without the key (the page then asks for it).
+        for path in ("/ui/", "/ui/api.js"):
+            assert http.get(path).status_code == 200, path
+        assert http.post("/ui/", json=HI).status_code == 401
 
 
 def test_beyond_loopback_needs_a_key_then_works_with_it(gateway_factory, corral_home, monkeypatch):

@@ -20,12 +20,45 @@ function errorFrom(status, body, retryAfter) {
   return new ApiError(status, code, message, retryAfter);
 }
 
+// A gateway started with CORRAL_API_KEY answers 401 without the key. The
+// page then asks for it (see app.js) and keeps it in sessionStorage: this
+// tab only, gone when the tab closes, never in the saved chats.
+const KEY_ITEM = "corral-api-key";
+let askKey = null;
+let asking = null;
+
+/** `ask(wrong)` resolves to a key typed by the user, or null to give up. */
+export function whenKeyNeeded(ask) {
+  askKey = ask;
+}
+
+function withKey(init) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { ...init, headers: { ...init.headers, Authorization: `Bearer ${key}` } } : init;
+}
+
+async function newKey() {
+  // Every request refused at once waits on the same question.
+  asking ??= askKey(sessionStorage.getItem(KEY_ITEM) !== null).finally(() => (asking = null));
+  const key = await asking;
+  if (key) sessionStorage.setItem(KEY_ITEM, key);
+  return key;
+}
+
 async function request(path, init = {}) {
-  try {
-    return await fetch(path, { cache: "no-store", ...init });
-  } catch (exc) {
-    if (exc.name === "AbortError") throw exc;
-    throw new ApiError(0, "unreachable", UNREACHABLE);
+  for (;;) {
+    const sentWith = sessionStorage.getItem(KEY_ITEM);
+    let response;
+    try {
+      response = await fetch(path, withKey({ cache: "no-store", ...init }));
+    } catch (exc) {
+      if (exc.name === "AbortError") throw exc;
+      throw new ApiError(0, "unreachable", UNREACHABLE);
+    }
+    if (response.status !== 401 || !askKey) return response;
+    // Another request may have got a new key while this one was out.
+    if (sessionStorage.getItem(KEY_ITEM) !== sentWith) continue;
+    if (!(await newKey())) return response;
   }
 }
 

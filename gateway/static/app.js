@@ -1,8 +1,25 @@
 // corral's chat page: the tabs, and the two views wired together. It talks
 // only to the gateway that served it (see api.js); no framework, no build.
 
+import { whenKeyNeeded } from "./api.js";
 import { ChatView } from "./chat.js";
 import { ModelsView } from "./models.js";
+
+// A gateway with CORRAL_API_KEY: ask for the key once, in a modal dialog.
+const keyDialog = document.getElementById("key-dialog");
+const keyInput = document.getElementById("key-input");
+whenKeyNeeded(
+  (wrong) =>
+    new Promise((resolve) => {
+      document.getElementById("key-why").textContent = wrong
+        ? "That key was refused; check CORRAL_API_KEY and try again."
+        : "This corral needs its API key (CORRAL_API_KEY).";
+      keyInput.value = "";
+      keyDialog.addEventListener("close", () => resolve(keyDialog.returnValue === "ok" ? keyInput.value.trim() || null : null), { once: true });
+      keyDialog.returnValue = "";
+      keyDialog.showModal();
+    }),
+);
 
 const chat = new ChatView();
 const tabs = [...document.querySelectorAll('[role="tab"]')];
