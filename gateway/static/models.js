@@ -129,10 +129,20 @@ export class ModelsView {
       await loadModel(name);
     } catch (exc) {
       this.errors.set(name, describeError(exc));
+    }
+    // A poll begun while the model loaded may hold rows from before it was
+    // listed: the row keeps saying "loading" until a fetch begun after the
+    // load has answered (else it flashed "not loaded" before "ready").
+    while (this.inFlight) await this.inFlight;
+    this.inFlight = this.fetch();
+    try {
+      await this.inFlight;
     } finally {
+      this.inFlight = null;
       this.pending.delete(name);
     }
-    await this.refresh();
+    this.render();
+    this.schedule();
   }
 
   async unload(name) {
