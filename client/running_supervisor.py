@@ -30,17 +30,23 @@ def stop_supervisor(settings: Settings) -> int | None:
         return None
     with Client(settings, autostart=False) as client:
         client.shutdown()
-    # The reply comes just before the process ends; wait until it has (a
-    # zombie has ended: it only waits for its parent to collect it).
-    import psutil
-
+    # The reply comes just before the process ends; wait until it has.
     deadline = time.monotonic() + STOP_WAIT_S
     while True:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return pid
-        except psutil.NoSuchProcess:
+        if exited(pid):
             return pid
         if time.monotonic() > deadline:
             raise CorralError(f"the corral supervisor (pid {pid}) is still running {STOP_WAIT_S:.0f} s after it was told to stop")
         time.sleep(0.01)
+
+
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` has ended. A zombie has: it only waits to be
+    collected by its parent, or, orphaned (a supervisor whose starting client
+    has exited), by PID 1, which can take seconds in a container."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from corral.client.launch import supervisor_pid
+from corral.client.running_supervisor import exited as gone  # tests wait on it
 from corral.configs.settings import load_settings
 
 CORRAL = shutil.which("corral")
@@ -59,16 +60,6 @@ def stop_supervisor(home: Path) -> None:
             wait_for(lambda: gone(p.pid), timeout=guard, interval=0.02)
         except AssertionError:
             p.kill()
-
-
-def gone(pid: int) -> bool:
-    """The process has exited. An orphan (the supervisor a client started,
-    once that client has exited) stays a zombie until PID 1 reaps it, which
-    can take seconds in a container: exited is what matters here."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @dataclass

@@ -15,9 +15,9 @@ from collections import Counter
 import psutil
 import pytest
 
+from conftest import gone
 from corral.client import Client
 from corral.configs.settings import load_settings
-from corral.supervisor import protocol
 from corral.supervisor.errors import CorralError, WorkerCrashed
 
 CLIENTS, PER_CLIENT = 6, 50
@@ -116,8 +116,7 @@ def test_chaos(tiny_catalog, monkeypatch):
     with Client(settings) as client:
         live = {m["pid"] for m in client.ps() if m["pid"]}
         assert client.status()["pid"] == supervisor.pid
-    orphans = [pid for pid in seen_workers - live if psutil.pid_exists(pid)
-               and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    orphans = [pid for pid in seen_workers - live if not gone(pid)]
     assert not orphans
     grown = supervisor.memory_info().rss - rss_after_warmup
     print(f"chaos: supervisor RSS {rss_after_warmup / 2**20:.1f} MiB after warm-up, {grown / 2**20:+.1f} MiB at the end")
