@@ -7,16 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import os
-
 from corral.supervisor import lifecycle, policy, protocol
 from corral.supervisor.errors import CorralError, InsufficientMemory
 from corral.supervisor.logs import get_logger
 from corral.supervisor.table import Model, State
-
-# Read once: os.cpu_count() parses /sys on every call, and share_cores runs
-# after every event (it was 17% of the supervisor's time at 8 in flight).
-CORES = os.cpu_count() or 1
 
 if TYPE_CHECKING:
     from corral.supervisor.server import Supervisor
@@ -55,10 +49,10 @@ def share_cores(sup: "Supervisor") -> None:
     """Give each busy worker its share of the cores, from the next step on."""
     workers = sup.table.all_workers()
     busy = sum(1 for w in workers if w.state == State.BUSY)
-    cores = CORES
     for worker in workers:
         if worker.threads and worker.state in (State.READY, State.BUSY):
-            target = policy.thread_budget(busy, cores, policy.threads_per_worker(cores, worker.model.replicas, worker.spec.threads))
+            target = policy.thread_budget(busy, lifecycle.CORES,
+                                          policy.threads_per_worker(lifecycle.CORES, worker.model.replicas, worker.spec.threads))
             if target != worker.threads:
                 worker.threads = target
                 sup.send_worker(worker, protocol.command("threads", threads=target), data=True)
