@@ -76,13 +76,22 @@ export class ModelsView {
     return this.pending.size > 0 || this.running.some((r) => r.loading);
   }
 
-  async refresh() {
-    if (this.inFlight) return this.inFlight;
+  /**
+   * Fetch the lists and show them. After an action (`fresh`), a fetch begun
+   * before it may hold rows from before it took effect: wait it out and
+   * fetch anew, else a row flashed its old state ("not loaded" between
+   * "loading" and "ready"). `then` runs once the new rows are in, before
+   * they are shown.
+   */
+  async refresh({ fresh = false, then = null } = {}) {
+    if (this.inFlight && !fresh) return this.inFlight;
+    while (this.inFlight) await this.inFlight;
     this.inFlight = this.fetch();
     try {
       await this.inFlight;
     } finally {
       this.inFlight = null;
+      if (then) then();
     }
     this.render();
     this.schedule();
@@ -130,19 +139,8 @@ export class ModelsView {
     } catch (exc) {
       this.errors.set(name, describeError(exc));
     }
-    // A poll begun while the model loaded may hold rows from before it was
-    // listed: the row keeps saying "loading" until a fetch begun after the
-    // load has answered (else it flashed "not loaded" before "ready").
-    while (this.inFlight) await this.inFlight;
-    this.inFlight = this.fetch();
-    try {
-      await this.inFlight;
-    } finally {
-      this.inFlight = null;
-      this.pending.delete(name);
-    }
-    this.render();
-    this.schedule();
+    // The row says "loading" until the rows fetched after the load are in.
+    await this.refresh({ fresh: true, then: () => this.pending.delete(name) });
   }
 
   async unload(name) {
@@ -152,7 +150,7 @@ export class ModelsView {
     } catch (exc) {
       this.errors.set(name, describeError(exc));
     }
-    await this.refresh();
+    await this.refresh({ fresh: true });
   }
 
   row(name) {
