@@ -47,7 +47,7 @@ def test_both_backends_loaded_and_isolated(monkeypatch, tiny_catalog):
     monkeypatch.setenv("CORRAL_MAX_LOADED_MODELS", "2")
     with Client() as client:
         for name in tiny_catalog.values():
-            assert client.generate(name, "hello", max_tokens=4).text()
+            assert client.generate(name, "hello", max_tokens=4, temperature=0).text()
         loaded = {m["backend"]: m for m in client.ps()}
         assert set(loaded) == {"llama.cpp", "ctransformers"}
         for victim, survivor in (("ctransformers", "llama.cpp"), ("llama.cpp", "ctransformers")):
@@ -55,10 +55,10 @@ def test_both_backends_loaded_and_isolated(monkeypatch, tiny_catalog):
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: victim not in {m["backend"] for m in client.ps()})
             # the other backend's worker did not notice
-            assert client.generate(loaded[survivor]["model"], "hello", max_tokens=4).text()
+            assert client.generate(loaded[survivor]["model"], "hello", max_tokens=4, temperature=0).text()
             assert psutil.pid_exists(loaded[survivor]["pid"])
             # the killed one comes back on its next request
-            assert client.generate(loaded[victim]["model"], "hello", max_tokens=4).text()
+            assert client.generate(loaded[victim]["model"], "hello", max_tokens=4, temperature=0).text()
             loaded = {m["backend"]: m for m in client.ps()}
             assert loaded[victim]["pid"] != pid
 
