@@ -12,7 +12,7 @@ from corral.supervisor import lifecycle, protocol
 from corral.supervisor.errors import BadRequest, Busy, CorralError, InternalError, ShuttingDown
 from corral.supervisor.memory import estimate_memory, worker_sequences
 from corral.supervisor.reports import describe_models, supervisor_facts
-from corral.supervisor.table import Model, Request, State
+from corral.supervisor.table import HeldReply, Model, Request, State
 
 if TYPE_CHECKING:
     from corral.supervisor.server import Supervisor
@@ -131,9 +131,14 @@ def on_unload(sup: "Supervisor", client: bytes, msg: protocol.Unload) -> None:
         targets = [sup.table.models[name]] if name in sup.table.models else []
     else:
         raise BadRequest("unload needs a model or all")
+    stopping = {w.identity for m in targets for w in m.workers}
     for model in targets:
         lifecycle.unload(sup, model, "unloaded")
-    sup.reply(client, protocol.event(protocol.DONE, id=msg.id, unloaded=sorted(m.name for m in targets)))
+    done = protocol.event(protocol.DONE, id=msg.id, unloaded=sorted(m.name for m in targets))
+    if stopping:
+        sup.table.held_replies.append(HeldReply(client, done, stopping))
+    else:
+        sup.reply(client, done)
     sup.schedule()
 
 

@@ -208,7 +208,9 @@ def on_exit(sup: "Supervisor", worker: Worker) -> None:
             else:
                 fail(sup, req, error)
         worker.running.clear()
-    sup.schedule()
+    sup.schedule()  # drops the model from the table if nothing is left of it
+    for held in sup.table.released_by(worker.identity):
+        sup.reply(held.client, held.frame)
 
 
 def fail(sup: "Supervisor", req: Request, exc: CorralError) -> None:

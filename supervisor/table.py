@@ -181,6 +181,17 @@ class Model:
 
 
 @dataclass
+class HeldReply:
+    """An answer sent only once these workers (socket identities) have
+    exited: an unload is answered when its memory is free and `ps` no longer
+    lists the model."""
+
+    client: bytes
+    frame: bytes
+    workers: set[bytes]
+
+
+@dataclass
 class Table:
     """Everything the supervisor knows, indexed the ways the loop looks it up."""
 
@@ -188,6 +199,7 @@ class Table:
     requests: dict[int, Request] = field(default_factory=dict)  # rid -> queued or running
     by_client: dict[tuple[bytes, Any], int] = field(default_factory=dict)  # (client, id) -> rid
     workers: dict[bytes, Worker] = field(default_factory=dict)  # by both socket identities
+    held_replies: list[HeldReply] = field(default_factory=list)
     next_rid: int = 1
     requests_total: int = 0
 
@@ -207,6 +219,14 @@ class Table:
     def find(self, client: bytes, id: Any) -> Request | None:
         rid = self.by_client.get((client, id))
         return self.requests.get(rid) if rid is not None else None
+
+    def released_by(self, identity: bytes) -> list[HeldReply]:
+        """The held replies that waited for this worker's exit alone."""
+        for held in self.held_replies:
+            held.workers.discard(identity)
+        ready = [h for h in self.held_replies if not h.workers]
+        self.held_replies = [h for h in self.held_replies if h.workers]
+        return ready
 
     def all_workers(self) -> list[Worker]:
         return [w for m in self.models.values() for w in m.workers]

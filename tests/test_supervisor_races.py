@@ -210,6 +210,28 @@ def test_an_unloaded_worker_that_exits_before_its_last_frames_ends_them_as_cance
     assert len(launcher.spawned) == 1  # not taken for a crash: nothing restarts it
 
 
+def test_unload_is_answered_once_its_worker_has_exited(loop):
+    # Docker's `model unload` returns when the model is gone: a `ps` right
+    # after it must not list a worker still on its way out.
+    sup, launcher, client = loop()
+    id, worker, work = first_work(sup, launcher, client)
+    worker.answer(work)
+    run_until(sup, lambda: client.ended(id))
+    unload = client.send("unload", model=LLAMA)
+    run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
+    sup.step(20)
+    assert client.ended(unload) is None  # held while the worker is still there
+    ps = client.send("ps")
+    assert [m["model"] for m in run_until(sup, lambda: client.ended(ps)).result] == [LLAMA]
+    worker.exit()
+    done = run_until(sup, lambda: client.ended(unload))
+    assert done.unloaded == [LLAMA]
+    ps = client.send("ps")
+    assert run_until(sup, lambda: client.ended(ps)).result == []
+    nothing = client.send("unload", model=LLAMA)  # nothing to wait for: answered at once
+    assert run_until(sup, lambda: client.ended(nothing)).unloaded == []
+
+
 def test_a_chat_joins_a_worker_full_of_batch_prompts_at_once(loop):
     sup, launcher, client = loop()
     batch = [client.send("generate", model=LLAMA, prompt=f"b{i}") for i in range(10)]
