@@ -28,7 +28,11 @@ def _state(home) -> str | None:
 def test_hanging_up_mid_stream_cancels_the_generation(gateway):
     with gateway.client() as http:
         with http.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as r:
-            next(r.iter_lines())
+            # Kept: a dropped line iterator closes the connection (httpx
+            # closes the stream when its generator is collected), a hang-up
+            # before the test means one.
+            lines = r.iter_lines()
+            next(lines)
             assert _state(gateway.home) == "busy"
     wait_for(lambda: _state(gateway.home) == "ready")
     served = ps_rows(gateway.home)[0]
@@ -39,7 +43,8 @@ def test_hanging_up_mid_stream_cancels_the_generation(gateway):
 def test_hanging_up_an_ollama_stream_cancels_it(gateway):
     with gateway.client() as http:
         with http.stream("POST", "/api/chat", json={**LONG, "options": {"num_predict": 1_000_000}}) as r:
-            next(r.iter_lines())
+            lines = r.iter_lines()
+            next(lines)
     wait_for(lambda: _state(gateway.home) == "ready")
 
 
