@@ -235,21 +235,28 @@ def smol():
 
 
 @pytest.mark.e2e
-def test_seeded_three_turn_chat_is_the_same_warm_and_fresh(smol):
+def test_seeded_three_turn_chat_is_the_same_warm_and_fresh():
+    # A worker of its own: the guarantee is for a cache that holds only this
+    # conversation (other sequences' cells change how attention splits its
+    # keys; see "Seeds" in the README).
+    warm = engine(smollm2_path(), context_length=2048, parallel=4)
     messages = [{"role": "system", "content": "You are a helpful assistant who knows the sea, ships and lighthouses well. " * 3}]
-    for turn in ("Tell me about lighthouses.", "Why are they painted in stripes?", "Write a short poem about one."):
-        messages.append({"role": "user", "content": turn})
-        prompt, stop = smol.chat_prompt(messages)
-        sampling = Sampling(temperature=0.8, seed=42, max_tokens=64, stop=stop)
-        warm_text = "".join(smol.stream(prompt, sampling, Usage()))
-        fresh = engine(smollm2_path(), context_length=2048, parallel=4)
-        try:
-            fresh_text = "".join(fresh.stream(prompt, sampling, Usage()))
-        finally:
-            fresh.close()
-        assert warm_text == fresh_text
-        messages.append({"role": "assistant", "content": warm_text})
-    assert smol.engine.reused_tokens > 0
+    try:
+        for turn in ("Tell me about lighthouses.", "Why are they painted in stripes?", "Write a short poem about one."):
+            messages.append({"role": "user", "content": turn})
+            prompt, stop = warm.chat_prompt(messages)
+            sampling = Sampling(temperature=0.8, seed=42, max_tokens=64, stop=stop)
+            warm_text = "".join(warm.stream(prompt, sampling, Usage()))
+            fresh = engine(smollm2_path(), context_length=2048, parallel=4)
+            try:
+                fresh_text = "".join(fresh.stream(prompt, sampling, Usage()))
+            finally:
+                fresh.close()
+            assert warm_text == fresh_text
+            messages.append({"role": "assistant", "content": warm_text})
+        assert warm.engine.reused_tokens > 0
+    finally:
+        warm.close()
 
 
 @pytest.mark.e2e
