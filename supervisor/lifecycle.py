@@ -208,9 +208,12 @@ def on_exit(sup: "Supervisor", worker: Worker) -> None:
             else:
                 fail(sup, req, error)
         worker.running.clear()
-    sup.schedule()  # drops the model from the table if nothing is left of it
+    # Before schedule() (which drops the model from the table if nothing is
+    # left of it), so that a failure there cannot keep an unload unanswered;
+    # the client's next request is read only after both.
     for held in sup.table.released_by(worker.identity):
         sup.reply(held.client, held.frame)
+    sup.schedule()
 
 
 def fail(sup: "Supervisor", req: Request, exc: CorralError) -> None:
