@@ -28,9 +28,8 @@ def _state(home) -> str | None:
 def test_hanging_up_mid_stream_cancels_the_generation(gateway):
     with gateway.client() as http:
         with http.stream("POST", "/v1/chat/completions", json={**LONG, "stream": True}) as r:
-            # Kept: a dropped line iterator closes the connection (httpx
-            # closes the stream when its generator is collected), a hang-up
-            # before the test means one.
+            # Kept in a variable: httpx closes the connection when a line
+            # iterator is collected, which would hang up before the check.
             lines = r.iter_lines()
             next(lines)
             assert _state(gateway.home) == "busy"

@@ -45,6 +45,11 @@ def serve_one(sup, worker, client, id):
     return run_until(sup, lambda: client.ended(id))
 
 
+def until_told_to_stop(sup, worker) -> None:
+    """Turn the loop until ``worker`` has received its shutdown command."""
+    run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
+
+
 def first_work(sup, launcher, client, prompt: str = "hi"):
     """Send one request; the first worker starts, is ready, and gets it.
     Returns (request id, worker, the work it got)."""
@@ -203,7 +208,7 @@ def test_an_unloaded_worker_that_exits_before_its_last_frames_ends_them_as_cance
     id, worker, work = first_work(sup, launcher, client, "long")
     worker.send(protocol.TOKEN, rid=work.rid, id=work.request.id, text="partial")
     client.send("unload", all=True)
-    run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
+    until_told_to_stop(sup, worker)
     worker.exit()  # its final "done, cancelled" never arrives
     done = run_until(sup, lambda: client.ended(id))
     assert isinstance(done, protocol.Done) and done.stopped == "cancelled"
@@ -218,7 +223,7 @@ def test_unload_is_answered_once_its_worker_has_exited(loop):
     worker.answer(work)
     run_until(sup, lambda: client.ended(id))
     unload = client.send("unload", model=LLAMA)
-    run_until(sup, lambda: worker.asked_to_stop or isinstance(worker.recv(), protocol.WorkShutdown))
+    until_told_to_stop(sup, worker)
     sup.step(20)
     assert client.ended(unload) is None  # held while the worker is still there
     ps = client.send("ps")
