@@ -23,6 +23,7 @@ SECTIONS = {
     "startup": "bench.startup",
     "pull": "bench.pull",
     "http": "bench.http",
+    "agent": "bench.agent",
 }
 
 # figure -> (goal, "min" or "max")
@@ -48,6 +49,7 @@ GOALS = {
     "decode_ratio_vs_llama_server": (1.0, "min"),
     "batch_ratio_vs_llama_server_c8": (1.0, "min"),
     "seeded_ttft_ratio": (1.1, "max"),
+    "logprobs_decode_ratio": (0.95, "min"),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.configs.settings import Settings
 from corral.supervisor.errors import UsageError
+from corral.store.layout import write_atomically
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_CHAT_BYTES = 64 * 1024 * 1024
@@ -39,16 +40,7 @@ def save_chat(settings: Settings, name: str, record: dict[str, Any]) -> Path:
     """Write the chat atomically (a reader never sees half of it), mode 0600."""
     path = chat_path(settings, name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = json.dumps(record, ensure_ascii=False, indent=1).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(record, ensure_ascii=False, indent=1).encode())  # 0600, as mkstemp makes it
     return path
 
 
@@ -68,6 +60,8 @@ def load_chat(settings: Settings, name: str) -> Any:
         return json.loads(data.decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise UsageError(f"{path} nests too deeply; it is not a chat corral saved") from None
 
 
 def history_path(settings: Settings, env: dict[str, str] | os._Environ = os.environ) -> Path | None:
@@ -91,4 +85,5 @@ def _trim_history(path: Path) -> None:
     prompt_toolkit's history file begins with a ``# timestamp`` line."""
     data = path.read_bytes()[-MAX_HISTORY_BYTES:]
     start = data.find(b"\n#")
-    path.write_bytes(data[start + 1 :] if start >= 0 else b"")
+    # atomically: a full disk mid-write must not leave the history cut
+    write_atomically(path, data[start + 1 :] if start >= 0 else b"")

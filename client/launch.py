@@ -74,19 +74,42 @@ def ensure_supervisor(settings: Settings, timeout: float = START_TIMEOUT_S, prel
 def _start(settings: Settings, timeout: float, preload: dict | None = None) -> int:
     log_path = settings.supervisor_log
     log.debug("starting supervisor", home=str(settings.home), log=str(log_path))
+    # The supervisor writes why it could not start to this pipe: its log may
+    # be unwritable (a full disk) and would then say nothing.
+    reason_r, reason_w = os.pipe()
+    try:
+        return _start_with_pipe(settings, timeout, preload, log_path, reason_r, reason_w)
+    finally:
+        os.close(reason_r)
+
+
+def _start_reason(fd: int) -> str:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 4000).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _start_with_pipe(settings: Settings, timeout: float, preload: dict | None, log_path: Path,
+                     reason_r: int, reason_w: int) -> int:
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.supervisor", *(["--preload"] if preload else [])],
-            # the preload goes on stdin: on the command line any local user could read it
-            stdin=subprocess.PIPE if preload else subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            # Detached: its own session, so it outlives this command and no
-            # Ctrl-C in this terminal reaches it.
-            start_new_session=True,
-            close_fds=True,
-            env={**os.environ, "CORRAL_HOME": str(settings.home)},
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "corral.supervisor", *(["--preload"] if preload else [])],
+                # the preload goes on stdin: on the command line any local user could read it
+                stdin=subprocess.PIPE if preload else subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                # Detached: its own session, so it outlives this command and no
+                # Ctrl-C in this terminal reaches it.
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(reason_w,),
+                env={**os.environ, "CORRAL_HOME": str(settings.home), "CORRAL_START_FD": str(reason_w)},
+            )
+        finally:
+            os.close(reason_w)  # the child holds its own copy
     if preload:
         try:
             proc.stdin.write(json.dumps(preload).encode())
@@ -96,6 +119,9 @@ def _start(settings: Settings, timeout: float, preload: dict | None = None) -> i
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            reason = _start_reason(reason_r)
+            if reason:
+                raise SupervisorUnreachable(f"the corral supervisor cannot start: {reason}")
             raise SupervisorUnreachable(
                 f"the corral supervisor exited at start ({_log_tail(log_path) or f'code {proc.returncode}'}); see {log_path}"
             )

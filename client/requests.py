@@ -52,6 +52,14 @@ def stream_request(model: str, payload: dict[str, Any], kwargs: dict[str, Any]) 
     return {**model_fields(model, **model_kwargs), "options": options, **payload}
 
 
+def logprob_entry(t: protocol.TokenLogprob) -> dict[str, Any]:
+    """A token's log probabilities in OpenAI's shape (text, bytes, logprob, top_logprobs)."""
+    def one(raw: bytes, logprob: float) -> dict[str, Any]:
+        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return {**one(t.token, t.logprob), "top_logprobs": [one(raw, lp) for raw, lp in t.top]}
+
+
 class ResponseState:
     """A response's text, stats and ending, fed one reply event at a time."""
 
@@ -63,12 +71,15 @@ class ResponseState:
         self.vectors: dict[int, list[float]] = {}  # embeddings, by input index
         self.on_log = on_log
         self.done: dict[str, Any] | None = None  # the last event, as a plain map
+        self.token_logprobs: list[protocol.TokenLogprob] = []  # when asked for (logprobs=N)
 
     def feed(self, msg: Any) -> str | None:
         """Take one event: returns a token's text; raises the error an
         ``error`` event stands for."""
         if isinstance(msg, protocol.Token):
             self.chunks.append(msg.text)
+            if msg.logprobs:
+                self.token_logprobs.extend(msg.logprobs)
             return msg.text
         if isinstance(msg, protocol.Log):
             self.logs.append(msg.line)
@@ -87,6 +98,12 @@ class ResponseState:
         return "".join(self.chunks)
 
     @property
+    def logprobs(self) -> list[dict[str, Any]]:
+        """Each token so far: its text, bytes, log probability and the top
+        alternatives' (asked for with ``logprobs=N``)."""
+        return [logprob_entry(t) for t in self.token_logprobs]
+
+    @property
     def usage(self) -> dict[str, int]:
         return (self.done or {}).get("usage") or {}
 
@@ -98,6 +115,11 @@ class ResponseState:
     def stopped(self) -> str | None:
         """Why it ended: "stop", "length" or "cancelled"."""
         return (self.done or {}).get("stopped")
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the answer (None: it ended otherwise)."""
+        return (self.done or {}).get("stop_sequence")
 
     @property
     def load_ms(self) -> float:

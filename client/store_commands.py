@@ -13,6 +13,7 @@ import click
 
 from corral.client import render
 from corral.configs.settings import format_size, load_settings
+from corral.supervisor.errors import UsageError
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (no progress).")
 memory_option = click.option(
@@ -119,13 +120,22 @@ def _unload(name: str) -> None:
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1)
 @click.option("-f", "--force", is_flag=True, help="Unload a loaded model first; remove a model with several names.")
-def rm(models: tuple[str, ...], force: bool) -> None:
+@click.option("--partials", is_flag=True, help="Remove unfinished downloads (see `corral df`) that no pull is writing.")
+def rm(models: tuple[str, ...], force: bool, partials: bool) -> None:
     """Remove models from the store."""
     from corral.store.manage import remove
 
     settings = load_settings()
+    if not models and not partials:
+        raise UsageError("name the models to remove, or pass --partials to remove unfinished downloads")
+    if partials:
+        from corral.store.blobs import drop_partials
+        from corral.store.layout import Store
+
+        count, size = drop_partials(Store(settings.models))
+        click.echo(f"Removed {count} unfinished download{'' if count == 1 else 's'} ({format_size(size)}).")
     for model in models:
         removed = remove(settings, model, force=force, loaded=_loaded_models, unload=_unload)
         for name in removed.untagged:

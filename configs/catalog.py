@@ -22,6 +22,7 @@ BACKENDS = (LLAMA_CPP, CTRANSFORMERS)
 # What each backend can do beyond generating text.
 EMBEDDING_BACKENDS = (LLAMA_CPP,)
 GRAMMAR_BACKENDS = (LLAMA_CPP,)
+LOGPROBS_BACKENDS = (LLAMA_CPP,)
 BATCHING_BACKENDS = (LLAMA_CPP,)  # decode several sequences together
 # The model of the echo backend, served only with enable_echo_backend.
 ECHO_MODEL = "corral/echo"

@@ -9,7 +9,7 @@ from corral.client import Client
 
 model = sys.argv[1] if len(sys.argv) > 1 else "ai/smollm2"
 prompts = [
-    {"id": "capital", "messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    {"id": "capital", "messages": [{"role": "user", "content": "What is the capital of France? Answer in one word."}]},
     {"id": "math", "messages": [{"role": "user", "content": "What is 2+2?"}]},
     {"id": "poem", "prompt": "A haiku about the sea:\n", "temperature": 0.9},
 ]

@@ -94,13 +94,14 @@ def serve(sock: socket.socket, settings, config) -> int:
     import uvicorn
 
     from corral.gateway.app import build_app
+    from corral.gateway.connection_guard import connection_cap, guarded_protocol
 
     app = build_app(settings, config)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(settings.http_read_timeout, connection_cap(settings.http_max_connections)),
             lifespan="on",
             log_config=None,
             log_level="warning",

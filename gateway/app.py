@@ -23,13 +23,13 @@ from typing import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.configs.settings import Settings
-from corral.gateway import engines_routes, ollama_routes, openai_routes, ui_page
+from corral.gateway import anthropic_routes, engines_routes, ollama_routes, openai_routes, responses_routes, ui_page
 from corral.gateway.config import MAX_BODY_BYTES, GatewayConfig
 from corral.gateway.disconnect import ClientGone
 from corral.gateway.errors import HTTPError, error_response
@@ -67,7 +67,7 @@ def static_folder() -> Path | None:
 def api_routes() -> list[BaseRoute]:
     table: list[BaseRoute] = []
     for prefix in OPENAI_PREFIXES:
-        table += openai_routes.routes(prefix)
+        table += openai_routes.routes(prefix) + responses_routes.routes(prefix) + anthropic_routes.routes(prefix)
     table += ollama_routes.routes() + engines_routes.routes()
     table += [
         Route("/metrics", metrics_route, methods=["GET"]),
@@ -89,7 +89,10 @@ async def _corral_error(request: Request, exc: Exception) -> Response:
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # Nobody reads this answer; the status (nginx's "client closed request")
     # is for the request count only.
-    log.debug("client hung up before the answer", path=request.url.path)
+    if isinstance(exc, ClientDisconnect):
+        log.info("client hung up before sending the whole request", path=request.url.path)
+    else:
+        log.debug("client hung up before the answer", path=request.url.path)
     return Response(status_code=499)
 
 
@@ -154,18 +157,20 @@ def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
     app = Starlette(
         routes=api_routes(),
         lifespan=lifespan,
-        exception_handlers={CorralError: _corral_error, ClientGone: _client_gone, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={CorralError: _corral_error, ClientGone: _client_gone, ClientDisconnect: _client_gone,
+                            HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.config = config
+    app.state.responses = responses_routes.Store()
     outer: ASGIApp = KeyAndBodyLimit(app, config, MAX_BODY_BYTES)
     if config.origins:
         outer = CORSMiddleware(
             outer,
             allow_origins=list(config.origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Preload-Only"],
+            allow_headers=["Authorization", "Content-Type", "X-Preload-Only", "X-Api-Key", "Anthropic-Version"],
             max_age=600,
         )
     outer = HostAndOrigin(outer, config)

@@ -33,6 +33,7 @@ STATUS_BY_CODE = {
     "shutting_down": 503,
     "supervisor_unreachable": 503,
     "insufficient_memory": 507,
+    "disk_full": 507,
 }
 # Every status a route may answer with, for the OpenAPI schema.
 ERROR_STATUSES = sorted(set(STATUS_BY_CODE.values()))
@@ -72,12 +73,25 @@ def ollama_body(exc: CorralError, status: int) -> dict:
     return {"error": exc.message}
 
 
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
+
+
+def anthropic_body(exc: CorralError, status: int) -> dict:
+    return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": exc.message}}
+
+
 def is_ollama_path(path: str) -> bool:
     return path.startswith("/api/")
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.endswith(("/v1/messages", "/v1/messages/count_tokens"))
 
 
 def error_response(exc: CorralError, path: str) -> Response:
     """The whole HTTP answer for an error on ``path``."""
     status = status_for(exc)
-    body = (ollama_body if is_ollama_path(path) else openai_body)(exc, status)
+    shape = ollama_body if is_ollama_path(path) else anthropic_body if is_anthropic_path(path) else openai_body
+    body = shape(exc, status)
     return Response(msgspec.json.encode(body), status, headers=error_headers(exc, status), media_type="application/json")

@@ -15,13 +15,16 @@ from starlette.routing import Route
 from corral.configs.settings import parse_duration
 from corral.store import api as store_api
 from corral.gateway import route_support as rs
-from corral.gateway import sampling, schemas
+from corral.gateway import sampling, schemas, tools
 from corral.gateway.errors import ollama_body, status_for
 from corral.gateway.model_listing import ModelInfo, find_model, header_facts, list_models
 from corral.gateway.route_support import JSONResponse
 from corral.gateway.sse import EventStream, ndjson
 from corral.gateway.supervisor_link import Generation
 from corral.supervisor.errors import BadRequest, Cancelled, CorralError
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
 
 # Ollama's "never expires" in /api/ps.
 _FOREVER = "2318-11-24T00:00:00Z"
@@ -64,10 +67,14 @@ class _Request:
             self.load_options["context_length"] = req.options.num_ctx
         self.started = time.perf_counter()
 
-    def frame(self, text: str, done: bool, **extra: Any) -> dict:
+    plan = tools.NO_TOOLS
+
+    def frame(self, text: str | None, done: bool, calls: list[tools.Call] = (), **extra: Any) -> dict:
         out: dict[str, Any] = {"model": self.model, "created_at": _now_iso()}
         if self.chat:
-            out["message"] = {"role": "assistant", "content": text}
+            out["message"] = {"role": "assistant", "content": text or ""}
+            if calls:  # Ollama's arguments are an object, not JSON text
+                out["message"]["tool_calls"] = [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments_object()}} for i, c in enumerate(calls)]
         else:
             out["response"] = text
         out["done"] = done
@@ -86,11 +93,17 @@ async def _load_or_unload(request: Request, r: _Request) -> Response:
 
 
 async def _ndjson_chunks(r: _Request, generation: Generation) -> AsyncIterator[bytes]:
+    reply = tools.ReplyStream(r.plan)
     try:
         async for piece in generation:
-            yield ndjson(r.frame(piece, False))
+            text = reply.feed(piece)
+            if text:
+                yield ndjson(r.frame(text, False))
         if generation.stopped == "cancelled":
             raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
+        rest, calls = reply.finish()
+        if rest or calls:
+            yield ndjson(r.frame(rest, False, calls))
         yield ndjson(r.frame("", True, **_stats(generation, r.started)))
     except CorralError as exc:
         yield ndjson(ollama_body(exc, status_for(exc)))
@@ -100,7 +113,8 @@ async def _answer(request: Request, r: _Request, op: str, payload: Any) -> Respo
     options = {**r.options, **r.load_options}
     if not r.stream:
         generation, text = await rs.complete(request, op, r.model, payload, options)
-        return JSONResponse(r.frame(text, True, **_stats(generation, r.started)))
+        content, calls = tools.parse(text, r.plan)
+        return JSONResponse(r.frame(content, True, calls, **_stats(generation, r.started)))
     generation = await rs.open_generation(request, op, r.model, payload, options)
     return EventStream(_ndjson_chunks(r, generation), generation.cancel, "application/x-ndjson")
 
@@ -121,11 +135,13 @@ async def generate(request: Request) -> Response:
 async def chat(request: Request) -> Response:
     req = await rs.body(request, schemas.OllamaChatRequest)
     r = _Request(req, chat=True)
-    if req.tools:
-        raise BadRequest("tools: corral does not run tool calls; send the request without tools")
+    r.plan = sampling.ollama_tools(req.tools)
+    if r.plan.active and req.format:
+        raise BadRequest("format: cannot be combined with tools; send one of them")
+    r.options.update(tools.sampling_options(r.plan))
     if not req.messages:
         return await _load_or_unload(request, r)
-    return await _answer(request, r, "chat", sampling.ollama_messages(req.messages))
+    return await _answer(request, r, "chat", tools.with_instructions(sampling.ollama_messages(req.messages), r.plan))
 
 
 def _details(info: ModelInfo) -> dict:
@@ -184,7 +200,8 @@ async def show(request: Request) -> Response:
         "template": "",
         "details": _details(info),
         "model_info": header_facts(info),
-        "capabilities": ["completion"] + (["embedding"] if info.backend == "llama.cpp" else []),
+        # tools run through grammars, which llama.cpp has and ctransformers lacks
+        "capabilities": ["completion"] + (["embedding", "tools"] if info.backend == "llama.cpp" else []),
         "modified_at": rs.iso_time(info.created),
     })
 
@@ -223,6 +240,10 @@ async def pull(request: Request) -> Response:
                 yield ndjson(event)
         except CorralError as exc:
             yield ndjson(ollama_body(exc, status_for(exc)))
+        except Exception as exc:  # noqa: BLE001 -- a bug must still end the stream with an error event
+            log.error("pull failed unexpectedly", model=reference, error=repr(exc))
+            error = CorralError(f"the pull failed ({type(exc).__name__}); see the gateway log, then pull again")
+            yield ndjson(ollama_body(error, 500))
 
     stream = events()
     return EventStream(stream, stream.aclose, "application/x-ndjson")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import os
 import struct
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from corral.gateway import route_support as rs
-from corral.gateway import sampling, schemas
+from corral.gateway import logprobs, sampling, schemas, tools
 from corral.gateway.errors import openai_body, status_for
 from corral.gateway.route_support import JSONResponse
 from corral.gateway.model_listing import ModelInfo, find_model, list_models
@@ -31,54 +31,92 @@ def _usage(generation: Generation) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _tool_calls(calls: list[tools.Call]) -> list[dict]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def _tool_call_deltas(calls: list[tools.Call]) -> Iterator[dict]:
+    """Each call as the OpenAI SDK accumulates it: id and name first, then
+    the arguments."""
+    for i, c in enumerate(calls):
+        yield {"tool_calls": [{"index": i, "id": c.id, "type": "function", "function": {"name": c.name, "arguments": ""}}]}
+        yield {"tool_calls": [{"index": i, "function": {"arguments": c.arguments}}]}
+
+
 class _Shape:
     """How chat and plain completions differ on the wire."""
 
-    def __init__(self, chat: bool, model: str):
+    def __init__(self, chat: bool, model: str, plan: tools.Plan = tools.NO_TOOLS, logprobs: bool = False):
         self.chat = chat
+        # a tool call's JSON is not the model's text: no log probabilities for it
+        self.logprobs = logprobs and not plan.active
+        self.text_offset = 0
         self.model = model
+        self.plan = plan
         self.id = ("chatcmpl-" if chat else "cmpl-") + os.urandom(12).hex()
         self.created = rs.unix_now()
         self.object = "chat.completion" if chat else "text_completion"
         self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
+        self.first = chat  # the next chunk announces the assistant's turn
 
     def _frame(self, object: str, choices: list, **extra: Any) -> dict:
         return {"id": self.id, "object": object, "created": self.created, "model": self.model, "system_fingerprint": None, "choices": choices, **extra}
 
-    def _choice(self, text: str | None, finish: str | None, *, delta: dict | None = None) -> dict:
-        if not self.chat:
-            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-        if delta is not None:
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": finish}
+    def _logprobs(self, generation: Generation) -> dict | None:
+        if not self.logprobs:
+            return None
+        entries = generation.take_logprobs()
+        if self.chat:
+            return logprobs.chat(entries)
+        shaped = logprobs.legacy(entries, self.text_offset)
+        self.text_offset += sum(len(t) for t in shaped["tokens"])
+        return shaped
 
     def whole(self, generation: Generation, text: str) -> dict:
-        return self._frame(self.object, [self._choice(text, generation.stopped)], usage=_usage(generation))
+        if not self.chat:
+            choice = {"index": 0, "text": text, "logprobs": self._logprobs(generation), "finish_reason": generation.stopped}
+        else:
+            content, calls = tools.parse(text, self.plan)
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if calls:
+                message["tool_calls"] = _tool_calls(calls)
+            choice = {"index": 0, "message": message, "logprobs": self._logprobs(generation),
+                      "finish_reason": "tool_calls" if calls else generation.stopped}
+        return self._frame(self.object, [choice], usage=_usage(generation))
 
-    def chunk(self, piece: str, *, first: bool = False, usage: bool = False) -> dict:
-        delta = {"role": "assistant", "content": piece} if first else {"content": piece}
-        extra = {"usage": None} if usage else {}
-        return self._frame(self.chunk_object, [self._choice(piece, None, delta=delta)], **extra)
-
-    def final(self, generation: Generation, usage: bool) -> dict:
-        extra = {"usage": None} if usage else {}
-        return self._frame(self.chunk_object, [self._choice("", generation.stopped, delta={})], **extra)
+    def chunk(self, delta: dict, *, usage: bool = False, finish: str | None = None, generation: Generation | None = None) -> dict:
+        """One streamed chunk: ``delta`` is the chat delta; a plain
+        completion carries its ``content`` as ``text``."""
+        if self.chat:
+            if self.first:
+                delta = {"role": "assistant", **delta}
+                self.first = False
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
+        if generation is not None:
+            choice["logprobs"] = self._logprobs(generation)
+        return self._frame(self.chunk_object, [choice], **({"usage": None} if usage else {}))
 
     def usage_chunk(self, generation: Generation) -> dict:
         return self._frame(self.chunk_object, [], usage=_usage(generation))
 
 
 async def _sse_chunks(shape: _Shape, generation: Generation, include_usage: bool) -> AsyncIterator[bytes]:
-    first = shape.chat
+    reply = tools.ReplyStream(shape.plan)
     try:
         async for piece in generation:
-            yield sse(shape.chunk(piece, first=first, usage=include_usage))
-            first = False
+            text = reply.feed(piece)
+            if text:
+                yield sse(shape.chunk({"content": text}, usage=include_usage, generation=generation))
         if generation.stopped == "cancelled":
             raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
-        if first:  # an empty answer still announces the assistant's turn
-            yield sse(shape.chunk("", first=True, usage=include_usage))
-        yield sse(shape.final(generation, include_usage))
+        rest, calls = reply.finish()
+        if rest or shape.first:  # an empty answer still announces the assistant's turn
+            yield sse(shape.chunk({"content": rest or ""}, usage=include_usage))
+        for delta in _tool_call_deltas(calls):
+            yield sse(shape.chunk(delta, usage=include_usage))
+        yield sse(shape.chunk({}, usage=include_usage, finish="tool_calls" if calls else generation.stopped))
         if include_usage:
             yield sse(shape.usage_chunk(generation))
     except CorralError as exc:
@@ -87,11 +125,12 @@ async def _sse_chunks(shape: _Shape, generation: Generation, include_usage: bool
     yield SSE_DONE
 
 
-async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, payload: Any, options: dict) -> Response:
+async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, payload: Any, options: dict,
+                  plan: tools.Plan = tools.NO_TOOLS) -> Response:
     if rs.preload_only(request):
         await rs.link(request).load(model)
         return JSONResponse({"model": model, "preloaded": True})
-    shape = _Shape(op == "chat", model)
+    shape = _Shape(op == "chat", model, plan, logprobs=options.get("logprobs") is not None)
     if not req.stream:
         generation, text = await rs.complete(request, op, model, payload, options)
         return JSONResponse(shape.whole(generation, text))
@@ -103,10 +142,11 @@ async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, 
 async def chat_completions(request: Request) -> Response:
     req = await rs.body(request, schemas.ChatCompletionRequest)
     model = sampling.model_name(req.model)
-    if req.tools:
-        raise BadRequest("tools: corral does not run tool calls; send the request without tools")
+    plan = sampling.openai_tools(req)
     options = sampling.openai_options(req, max_tokens=req.max_completion_tokens or req.max_tokens, response_format=req.response_format)
-    return await _answer(request, req, "chat", model, sampling.openai_messages(req.messages), options)
+    options.update(tools.sampling_options(plan))
+    messages = tools.with_instructions(sampling.openai_messages(req.messages), plan)
+    return await _answer(request, req, "chat", model, messages, options, plan)
 
 
 async def completions(request: Request) -> Response:

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from corral.gateway import schemas
+from corral.gateway import schemas, tools
 from corral.supervisor.errors import BadRequest, ModelNotFound
 
 # A catalog or store reference: `ai/smollm2`, `ai/smollm2:latest`,
@@ -53,12 +53,21 @@ def _penalties(options: dict[str, Any], presence: float | None, frequency: float
         options["frequency_penalty"] = frequency
 
 
+def logprobs_option(req: Any) -> int | None:
+    """Alternatives per token to report (None: no log probabilities). Chat
+    asks with ``logprobs: true`` and ``top_logprobs``; plain completions
+    with ``logprobs: N``."""
+    if isinstance(req, schemas.ChatCompletionRequest):
+        if req.top_logprobs is not None and not req.logprobs:
+            raise BadRequest("top_logprobs: needs logprobs set to true")
+        return (req.top_logprobs or 0) if req.logprobs else None
+    return getattr(req, "logprobs", None)
+
+
 def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, response_format: Any = None) -> dict[str, Any]:
     """Client keyword arguments for an OpenAI request's sampling fields."""
     if req.n not in (None, 1):
         raise BadRequest(f"n: corral returns one choice per request; n must be 1, not {req.n}")
-    if req.logprobs:
-        raise BadRequest("logprobs: corral does not return log probabilities; leave logprobs unset")
     options: dict[str, Any] = {
         "max_tokens": max_tokens if max_tokens is not None else req.max_tokens,
         "temperature": req.temperature,
@@ -70,6 +79,7 @@ def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, resp
         "stop": stop_list(req.stop),
     }
     _penalties(options, req.presence_penalty, req.frequency_penalty)
+    options["logprobs"] = logprobs_option(req)
     if isinstance(response_format, schemas.ResponseFormatJSONObject):
         options["json_schema"] = json_schema_text(None)
     elif isinstance(response_format, schemas.ResponseFormatJSONSchema):
@@ -77,24 +87,58 @@ def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, resp
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _part_field(part: Any, name: str) -> Any:
+    return part.get(name) if isinstance(part, dict) else getattr(part, name, None)
+
+
+def joined_text(where: str, content: Any, kinds: tuple[str, ...] = ("text",)) -> str:
+    """A message's content as one string: a string as it is, text parts
+    (structs or plain maps, of the ``kinds`` an API names them) joined; any
+    other part is refused, naming it (``messages[2].content[0].type``)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}: a message's content is a string or a list of text parts")
+    texts = []
+    for j, part in enumerate(content):
+        kind, text = _part_field(part, "type"), _part_field(part, "text")
+        if kind not in kinds or not isinstance(text, str):
+            raise BadRequest(f"{where}[{j}].type: only text parts ({', '.join(kinds)}) are accepted, not {str(kind)[:40]!r}")
+        texts.append(text)
+    return "".join(texts)
+
+
 def openai_messages(messages: list[schemas.ChatMessage]) -> list[dict[str, str]]:
     """OpenAI messages as corral's: text parts joined, `developer` is a
-    system message; images and tools are refused by name."""
+    system message, tool calls and tool results in the generic tool form
+    (``tools.py``); images are refused by name."""
     out = []
+    names = {}  # tool call id -> function name, for the results that answer them
     for i, m in enumerate(messages):
+        content = joined_text(f"messages[{i}].content", m.content)
         if m.role == "tool":
-            raise BadRequest(f"messages[{i}].role: corral does not run tools; 'tool' messages are not accepted")
-        if isinstance(m.content, list):
-            texts = []
-            for j, part in enumerate(m.content):
-                if part.type != "text" or part.text is None:
-                    raise BadRequest(f"messages[{i}].content[{j}].type: only text parts are accepted, not {part.type!r}")
-                texts.append(part.text)
-            content = "".join(texts)
+            out.append(tools.past_result(content, name=names.get(m.tool_call_id or ""), call=m.tool_call_id))
+        elif m.role == "assistant" and m.tool_calls:
+            names.update((c.id, c.function.name) for c in m.tool_calls)
+            calls = tools.past_calls((c.function.name, c.function.arguments) for c in m.tool_calls)
+            out.append({"role": "assistant", "content": (content + "\n" if content else "") + calls})
         else:
-            content = m.content or ""
-        out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+            out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
     return out
+
+
+def openai_tools(req: schemas.ChatCompletionRequest) -> tools.Plan:
+    """The request's ``tools``, ``tool_choice`` and ``parallel_tool_calls``."""
+    functions = [
+        tools.function(f"tools[{i}].function", t.function.name, t.function.description, t.function.parameters)
+        for i, t in enumerate(req.tools or [])
+    ]
+    named = isinstance(req.tool_choice, schemas.NamedToolChoice)
+    choice = req.tool_choice.function.name if named else (req.tool_choice or "auto")
+    p = tools.plan(functions, choice, req.parallel_tool_calls is not False, where="tool_choice.function.name" if named else "tool_choice")
+    if p.active and req.response_format is not None and not isinstance(req.response_format, schemas.ResponseFormatText):
+        raise BadRequest("response_format: cannot be combined with tools; send one of them (or tool_choice \"none\")")
+    return p
 
 
 def ollama_options(options: schemas.OllamaOptions | None, fmt: str | dict | None) -> dict[str, Any]:
@@ -127,7 +171,17 @@ def ollama_messages(messages: list[schemas.OllamaMessage]) -> list[dict[str, str
         if m.images:
             raise BadRequest(f"messages[{i}].images: corral's models take text only")
         if m.role == "tool":
-            raise BadRequest(f"messages[{i}].role: corral does not run tools; 'tool' messages are not accepted")
-        out.append({"role": m.role, "content": m.content})
+            out.append(tools.past_result(m.content, name=m.tool_name))
+        elif m.role == "assistant" and m.tool_calls:
+            calls = tools.past_calls((c.function.name, c.function.arguments) for c in m.tool_calls)
+            out.append({"role": "assistant", "content": (m.content + "\n" if m.content else "") + calls})
+        else:
+            out.append({"role": m.role, "content": m.content})
     return out
+
+
+def ollama_tools(specs: list[schemas.ToolSpec] | None) -> tools.Plan:
+    """Ollama's ``tools``: the model calls them when it chooses to."""
+    functions = [tools.function(f"tools[{i}].function", t.function.name, t.function.description, t.function.parameters) for i, t in enumerate(specs or [])]
+    return tools.plan(functions, "auto")
 

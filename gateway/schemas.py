@@ -45,7 +45,6 @@ class Sampling(Struct, kw_only=True):
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | None = None
     user: str | None = None
 
 
@@ -58,10 +57,48 @@ class ContentPart(Struct):
     text: str | None = None
 
 
+class FunctionSpec(Struct, kw_only=True):
+    name: Annotated[str, Meta(max_length=256)]  # its form is checked by tools.function, with a message to match
+    description: Annotated[str, Meta(max_length=64 * 1024)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolSpec(Struct, kw_only=True):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class CalledFunction(Struct, kw_only=True):
+    name: Annotated[str, Meta(max_length=256)]
+    arguments: str = ""  # JSON text
+
+
+class ToolCall(Struct, kw_only=True):
+    id: Annotated[str, Meta(max_length=256)] = ""
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class ChosenFunction(Struct):
+    name: Annotated[str, Meta(max_length=256)]
+
+
+class NamedToolChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+Tools = Annotated[list[ToolSpec], Meta(max_length=128)]
+
+
 class ChatMessage(Struct):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=128)] | None = None
+    tool_call_id: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class ResponseFormatText(Struct, tag_field="type", tag="text"):
@@ -90,8 +127,12 @@ class ChatCompletionRequest(Sampling, kw_only=True):
     model: ModelName
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=4096)]
     max_completion_tokens: MaxTokens | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Tools | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(Sampling, kw_only=True):
@@ -99,6 +140,7 @@ class CompletionRequest(Sampling, kw_only=True):
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
     echo: bool = False
     suffix: str | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None  # the legacy API: alternatives per token
 
 
 class EmbeddingRequest(Struct, kw_only=True):
@@ -113,6 +155,107 @@ class UnloadRequest(Struct, kw_only=True):
     all: bool = False
     backend: str = ""
     models: Annotated[list[ModelName], Meta(max_length=256)] = []
+
+
+# -- OpenAI Responses ---------------------------------------------------------
+
+
+class ResponsesFunctionTool(Struct, kw_only=True):
+    type: Literal["function"]  # the hosted tools (web search, files...) are OpenAI's own
+    name: Annotated[str, Meta(max_length=256)]
+    description: Annotated[str, Meta(max_length=64 * 1024)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponsesNamedChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    name: Annotated[str, Meta(max_length=256)]
+
+
+class ResponsesFormat(Struct, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: Annotated[str, Meta(max_length=64)] | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponsesText(Struct, kw_only=True):
+    format: ResponsesFormat | None = None
+
+
+class ResponsesRequest(Struct, kw_only=True):
+    model: ModelName
+    # a string, or input items (messages, function calls and their outputs),
+    # checked item by item by responses_routes with errors naming the item
+    input: str | Annotated[list[dict[str, Any]], Meta(min_length=1, max_length=4096)]
+    instructions: str | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
+    stream: bool = False
+    tools: Annotated[list[ResponsesFunctionTool], Meta(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: ResponsesText | None = None
+    previous_response_id: Annotated[str, Meta(max_length=128)] | None = None
+    store: bool = True
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+# -- Anthropic Messages ---------------------------------------------------------
+
+
+class AnthropicBlock(Struct, kw_only=True):
+    """Any content block; anthropic_routes checks each by its type."""
+
+    type: Annotated[str, Meta(max_length=64)]
+    text: str | None = None
+    id: Annotated[str, Meta(max_length=256)] | None = None
+    name: Annotated[str, Meta(max_length=256)] | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: Annotated[str, Meta(max_length=256)] | None = None
+    content: str | Annotated[list[dict[str, Any]], Meta(max_length=1024)] | None = None
+    is_error: bool | None = None
+
+
+class AnthropicMessage(Struct, kw_only=True):
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[AnthropicBlock], Meta(max_length=4096)]
+
+
+class AnthropicTool(Struct, kw_only=True):
+    name: Annotated[str, Meta(max_length=256)]
+    description: Annotated[str, Meta(max_length=64 * 1024)] | None = None
+    input_schema: dict[str, Any]
+    type: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class AnthropicToolChoice(Struct, kw_only=True):
+    type: Literal["auto", "any", "tool", "none"]
+    name: Annotated[str, Meta(max_length=256)] | None = None
+    disable_parallel_tool_use: bool = False
+
+
+class AnthropicCountRequest(Struct, kw_only=True):
+    model: ModelName
+    messages: Annotated[list[AnthropicMessage], Meta(min_length=1, max_length=4096)]
+    system: str | Annotated[list[AnthropicBlock], Meta(max_length=256)] | None = None
+    tools: Annotated[list[AnthropicTool], Meta(max_length=128)] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+
+class AnthropicRequest(AnthropicCountRequest, kw_only=True):
+    max_tokens: MaxTokens
+    stop_sequences: Annotated[list[Annotated[str, Meta(max_length=256)]], Meta(max_length=16)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=1)] | None = None
+    top_p: TopP | None = None
+    top_k: Annotated[int, Meta(ge=0, le=100_000)] | None = None
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
 
 
 # -- Ollama --------------------------------------------------------------
@@ -136,10 +279,21 @@ class OllamaOptions(Struct, kw_only=True):
     frequency_penalty: Penalty | None = None
 
 
+class OllamaCalledFunction(Struct, kw_only=True):
+    name: Annotated[str, Meta(max_length=256)]
+    arguments: dict[str, Any] = {}
+
+
+class OllamaToolCall(Struct, kw_only=True):
+    function: OllamaCalledFunction
+
+
 class OllamaMessage(Struct, kw_only=True):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
+    tool_calls: Annotated[list[OllamaToolCall], Meta(max_length=128)] | None = None
+    tool_name: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class OllamaRequest(Struct, kw_only=True):
@@ -159,7 +313,7 @@ class OllamaGenerateRequest(OllamaRequest, kw_only=True):
 
 class OllamaChatRequest(OllamaRequest, kw_only=True):
     messages: Annotated[list[OllamaMessage], Meta(max_length=4096)] = []
-    tools: list[dict[str, Any]] | None = None
+    tools: Tools | None = None
 
 
 class OllamaShowRequest(Struct, kw_only=True):
@@ -188,6 +342,9 @@ class CreateModelRequest(Struct, kw_only=True):
 
 REQUEST_BODIES: tuple[type, ...] = (
     ChatCompletionRequest,
+    ResponsesRequest,
+    AnthropicRequest,
+    AnthropicCountRequest,
     CompletionRequest,
     EmbeddingRequest,
     UnloadRequest,
@@ -215,6 +372,8 @@ def decode_body(body: bytes, kind: type[T]) -> T:
         raise BadRequest(_field_message(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+    except RecursionError:  # JSON nested thousands deep in a free-form field
+        raise BadRequest("the request body nests arrays or objects too deeply; flatten it") from None
 
 
 def _field_message(text: str) -> str:

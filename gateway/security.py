@@ -74,6 +74,7 @@ class KeyAndBodyLimit:
     def __init__(self, app: ASGIApp, config: GatewayConfig, max_body: int):
         self.app = app
         self.expected = f"Bearer {config.api_key}".encode() if config.api_key else None
+        self.key = config.api_key.encode() if config.api_key else None  # Anthropic's clients send x-api-key
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,7 +82,12 @@ class KeyAndBodyLimit:
             return await self.app(scope, receive, send)
         if self.expected is not None and scope["method"] != "OPTIONS" and not _page_file(scope):
             given = _header(scope, b"authorization") or b""
-            if not hmac.compare_digest(given, self.expected):
+            as_key = _header(scope, b"x-api-key")
+            if as_key is not None and not given:
+                given, expected = as_key, self.key
+            else:
+                expected = self.expected
+            if not hmac.compare_digest(given, expected):
                 why = "a wrong API key" if given else "no API key"
                 return await _refuse(HTTPError("unauthorized", f"{why}: send the header 'Authorization: Bearer $CORRAL_API_KEY'"), scope, receive, send)
         length = _header(scope, b"content-length")

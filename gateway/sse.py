@@ -23,6 +23,11 @@ def sse(data: Any) -> bytes:
     return b"data: " + _encode(data) + b"\n\n"
 
 
+def sse_event(kind: str, data: Any) -> bytes:
+    """One SSE event with its ``event:`` name (the Responses and Anthropic APIs)."""
+    return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
+
+
 def ndjson(data: Any) -> bytes:
     return _encode(data) + b"\n"
 

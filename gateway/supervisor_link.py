@@ -21,7 +21,7 @@ from corral.client import AsyncClient
 from corral.configs.settings import Settings
 from corral.gateway.metrics import Metrics
 from corral.store.api import ensure_local
-from corral.supervisor.errors import CorralError, ModelNotFound, RegistryError
+from corral.supervisor.errors import CorralError, ModelNotFound
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
@@ -37,6 +37,7 @@ class Generation:
         self.ttft_s: float | None = None
         self._it: AsyncIterator[str] = response.__aiter__()
         self._ended = False
+        self._taken = 0  # log-probability entries handed out
 
     async def _open(self) -> None:
         try:
@@ -71,6 +72,18 @@ class Generation:
     @property
     def stopped(self) -> str | None:
         return self.response.stopped
+
+    def take_logprobs(self) -> list[dict[str, Any]]:
+        """The tokens' log probabilities that arrived since the last call."""
+        from corral.client.requests import logprob_entry
+
+        entries = self.response.token_logprobs
+        new, self._taken = entries[self._taken:], len(entries)
+        return [logprob_entry(t) for t in new]
+
+    @property
+    def stop_sequence(self) -> str | None:
+        return self.response.stop_sequence
 
     @property
     def timings(self) -> dict[str, float]:
@@ -123,9 +136,12 @@ class SupervisorLink:
         except ModelNotFound as missing:
             try:
                 pulled = await ensure_local(model, self.settings)
-            except (ModelNotFound, RegistryError) as exc:
-                # Not here, and no registry gave it: still "not found".
+            except ModelNotFound as exc:
+                # Not here, and the registry has no such model: still "not found".
                 raise ModelNotFound(f"{missing.message}; pulling it failed: {exc.message}") from None
+            except CorralError as exc:
+                # The registry or the disk failed (502, 507): say so, not "not found".
+                raise type(exc)(f"{missing.message}; pulling it failed: {exc.message}") from None
             if not pulled:
                 raise
             return await call(model, *args, names_only=True, **kwargs)

@@ -105,7 +105,7 @@ def parse_manifest(raw: bytes, content_type: str | None = None) -> Manifest:
         raise RegistryError(f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise RegistryError("the registry sent a manifest that is not JSON") from None
     if not isinstance(data, dict):
         raise RegistryError("the registry sent a manifest that is not a JSON object")
@@ -162,7 +162,7 @@ def parse_config(raw: bytes, media_type: str) -> ModelConfig:
     """The model config (Docker's or CNCF's layout) as one shape."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise RegistryError("the model config is not JSON") from None
     if not isinstance(data, dict):
         raise RegistryError("the model config is not a JSON object")

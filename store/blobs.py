@@ -15,19 +15,25 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from typing import ContextManager, Iterator, Protocol
+import time
+from typing import ContextManager, Iterable, Iterator, Protocol
 
 import httpx
 
 from corral.store.artifact import Descriptor
 from corral.store.layout import Store
+from corral.store.net_errors import NetworkError, check_room, disk_errors
 from corral.store.progress import Progress
-from corral.supervisor.errors import BlobCorrupt, RegistryError
+from corral.supervisor.errors import BlobCorrupt
 from corral.supervisor.logs import get_logger
 
 log = get_logger()
 
 CHUNK = 1024 * 1024
+# Tries of one blob transfer that breaks off or stalls, each resumed where
+# the last one stopped; then the pull gives up with one line (the partial
+# file stays, so pulling again resumes it).
+TRIES = 4
 
 
 class BlobSource(Protocol):
@@ -105,11 +111,68 @@ def _extend(store: Store, source: BlobSource, desc: Descriptor, progress: Progre
         out.flush()
         os.fsync(out.fileno())
     if have < upto:
-        raise RegistryError(
-            f"the download of blob {desc.digest[:19]} from {source.name} ended at {have} of {desc.size} bytes; "
-            "run the same command again to resume"
-        )
+        raise NetworkError(f"{source.name} ended the transfer of blob {desc.digest[:19]} at {have} of "
+                           f"{desc.size} bytes", transient=True)
     return hasher
+
+
+def _partial_size(store: Store, digest: str) -> int:
+    try:
+        return store.partial_path(digest).stat().st_size
+    except OSError:
+        return 0
+
+
+def _extend_retrying(store: Store, source: BlobSource, desc: Descriptor, progress: Progress,
+                     upto: int) -> "hashlib._Hash":
+    """``_extend``, resumed after a dropped or stalled transfer up to TRIES
+    times; a full disk is one line saying how much to free."""
+    for attempt in range(1, TRIES + 1):
+        try:
+            with disk_errors(store.root, lambda: desc.size - _partial_size(store, desc.digest), "pull again to resume"):
+                return _extend(store, source, desc, progress, upto)
+        except NetworkError as exc:
+            if not exc.transient:
+                raise
+            if attempt == TRIES:
+                raise NetworkError(f"{exc.message}; gave up after {TRIES} tries: "
+                                   "run the same command again to resume") from None
+            log.info("transfer broke off; resuming", blob=desc.digest, source=source.name, reason=exc.message,
+                     attempt=attempt)
+            time.sleep(0.25 * 2 ** (attempt - 1))  # 0.25, 0.5, 1 s: a blip, not a backoff for hours
+    raise AssertionError("unreachable")
+
+
+def missing_bytes(store: Store, blobs: Iterable[Descriptor]) -> int:
+    """What downloading ``blobs`` still has to write: partial files count."""
+    return sum(max(0, d.size - _partial_size(store, d.digest)) for d in blobs if not store.has_blob(d.digest))
+
+
+def check_download_room(store: Store, blobs: Iterable[Descriptor], what: str) -> None:
+    """Refuse a pull before its first byte when its blobs cannot fit."""
+    check_room(store.root, missing_bytes(store, blobs), what, "pull again")
+
+
+def drop_partials(store: Store) -> tuple[int, int]:
+    """Delete the unfinished downloads no pull is writing now; returns how
+    many and their bytes. A partial whose lock is held is being written."""
+    count = size = 0
+    # Only downloads (named by their digest); a package's copies are removed
+    # by the package itself.
+    for partial in sorted((store.root / "incoming").glob("?" * 64 + ".partial")):
+        # The lock file stays: a pull waiting on it holds that very file.
+        with open(partial.with_suffix(".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a pull is writing it
+            try:
+                n = partial.stat().st_size
+                partial.unlink()
+            except FileNotFoundError:
+                continue
+            count, size = count + 1, size + n
+    return count, size
 
 
 def read_prefix(store: Store, source: BlobSource, desc: Descriptor, progress: Progress, nbytes: int) -> bytes:
@@ -122,7 +185,7 @@ def read_prefix(store: Store, source: BlobSource, desc: Descriptor, progress: Pr
     with blob_lock(store, desc.digest, progress):
         if not store.has_blob(desc.digest):
             # silent: the layer's bar starts with these bytes already counted
-            _extend(store, source, desc, Progress(), nbytes)
+            _extend_retrying(store, source, desc, Progress(), nbytes)
             path = store.partial_path(desc.digest)
         else:
             path = store.blob_path(desc.digest)
@@ -139,7 +202,7 @@ def fetch_blob(store: Store, source: BlobSource, desc: Descriptor, progress: Pro
         if store.has_blob(desc.digest):  # another pull finished it while we waited
             progress.layer_done(desc.digest, desc.size, "present")
             return False
-        hasher = _extend(store, source, desc, progress, desc.size)
+        hasher = _extend_retrying(store, source, desc, progress, desc.size)
         partial = store.partial_path(desc.digest)
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:

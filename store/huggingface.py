@@ -15,22 +15,28 @@ Docker Model Runner does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 
 from corral.configs.settings import Settings
 from corral.store import artifact
-from corral.store.blobs import fetch_blob, read_prefix
+from corral.store.blobs import check_download_room, fetch_blob, read_prefix
 from corral.store.gguf_facts import gguf_facts
 from corral.store.layout import Store
 from corral.store.memory_check import check_fits, probe_header
 from corral.store.models import find_model
+from corral.store.net_errors import check_reachable, network_error
 from corral.store.progress import Progress
 from corral.store.pull import PullResult, build_and_register
 from corral.store.reference import DEFAULT_TAG, Reference
 from corral.supervisor.errors import ModelLoadFailed, ModelNotFound, RegistryError
+from corral.supervisor.logs import get_logger
+
+log = get_logger()
 
 DEFAULT_QUANT = "Q4_K_M"
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -41,13 +47,14 @@ class HubFiles:
 
     name = "huggingface.co"
 
-    def __init__(self, repo: str, urls: dict[str, str]):
+    def __init__(self, repo: str, urls: dict[str, str], stall_timeout: float = 20.0):
         from huggingface_hub.utils import build_hf_headers
 
         self.repo = repo
         self.urls = urls  # digest -> resolve URL
-        self.http = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0), headers=build_hf_headers(),
-                                 follow_redirects=True)
+        self.stall_timeout = stall_timeout
+        self.http = httpx.Client(timeout=httpx.Timeout(stall_timeout, connect=min(stall_timeout, 10.0)),
+                                 headers=build_hf_headers(), follow_redirects=True)
 
     def close(self) -> None:
         self.http.close()
@@ -61,7 +68,7 @@ class HubFiles:
                     raise RegistryError(f"Hugging Face answered {response.status_code} for a file of {self.repo}")
                 yield response
         except httpx.HTTPError as exc:
-            raise RegistryError(f"cannot reach Hugging Face: {exc}") from None
+            raise network_error(exc, "Hugging Face", self.stall_timeout) from None
 
 
 def choose_files(paths: list[str], quant: str) -> list[str]:
@@ -83,18 +90,42 @@ def choose_files(paths: list[str], quant: str) -> list[str]:
     return [first]
 
 
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The hub's own retry warnings off: the one line corral prints is the answer."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
+
+
 def _list_repo(ref: Reference) -> tuple[list, str]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
     from huggingface_hub.hf_api import RepoFile
 
     api = HfApi()  # its endpoint and token come from HF_ENDPOINT and HF_TOKEN
+    host = f"Hugging Face ({urlsplit(api.endpoint).netloc or api.endpoint})"
+    # huggingface_hub retries a host it cannot reach five times (half a
+    # minute), warning each time: find that first, in one line.
+    check_reachable(api.endpoint, host)
     try:
-        files = [e for e in api.list_repo_tree(ref.hf_repo, recursive=True) if isinstance(e, RepoFile)]
+        with _quiet_hub():
+            files = [e for e in api.list_repo_tree(ref.hf_repo, recursive=True) if isinstance(e, RepoFile)]
     except RepositoryNotFoundError:
         raise ModelNotFound(f"{ref.hf_repo} was not found on Hugging Face (or needs HF_TOKEN)") from None
-    except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
-        raise RegistryError(f"cannot list {ref.hf_repo} on Hugging Face: {str(exc).splitlines()[0][:200]}") from None
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None) if getattr(exc, "response", None) is not None else None
+        if status is None:
+            raise network_error(exc, host) from None
+        hint = "; set HF_TOKEN to a token that may read it" if status in (401, 403) else ""
+        raise RegistryError(f"{host} answered {status} listing {ref.hf_repo}{hint}") from None
+    except Exception as exc:  # noqa: BLE001 -- httpx2's errors (the hub's client) and OSError: one line
+        log.info("listing a Hugging Face repository failed", repo=ref.hf_repo, error=repr(exc))
+        raise network_error(exc, host) from None
     return files, api.endpoint
 
 
@@ -125,9 +156,10 @@ def pull_huggingface(ref: Reference, settings: Settings, progress: Progress, ign
         for layer in layers:
             progress.layer_done(layer.digest, layer.size, "present")
         return PullResult(ref.name, ref.display, existing.id, existing.size, 0)
+    check_download_room(store, layers, ref.display)
     progress.status(f"pulling {ref.display} ({', '.join(f.path for f in chosen)})")
     source = HubFiles(ref.hf_repo, {d.digest: hf_hub_url(ref.hf_repo, f.path, endpoint=endpoint)
-                                    for d, f in zip(layers, chosen)})
+                                    for d, f in zip(layers, chosen)}, settings.stall_timeout)
     downloaded = 0
     try:
         if not ignore_memory_check and not store.has_blob(layers[0].digest):

@@ -12,6 +12,7 @@ from pathlib import Path
 from corral.configs.settings import Settings
 from corral.store import artifact
 from corral.store.blobs import import_file
+from corral.store.net_errors import check_room, disk_errors
 from corral.store.gguf_facts import gguf_facts
 from corral.store.layout import Store
 from corral.store.pull import build_and_register
@@ -70,9 +71,12 @@ def package(gguf: Path, reference: str, settings: Settings, *, license_file: Pat
 
     store = Store(settings.models).ensure()
     facts = gguf_facts([str(s) for s in shards])
+    need = sum(path.stat().st_size for path, _ in files)
+    check_room(store.root, need, ref.display, "package again")
     layers = []
-    for path, media_type in files:
-        digest, size = import_file(store, str(path))
-        layers.append(artifact.layer_descriptor(media_type, digest, size, path.name))
+    with disk_errors(store.root, lambda: need, "package again"):
+        for path, media_type in files:
+            digest, size = import_file(store, str(path))
+            layers.append(artifact.layer_descriptor(media_type, digest, size, path.name))
     digest, manifest = build_and_register(store, ref.name, layers, facts, context_size)
     return Packaged(ref.name, ref.display, digest, manifest.size)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from corral.configs.settings import Settings
 from corral.store import artifact
-from corral.store.blobs import fetch_blob, read_prefix, store_bytes
+from corral.store.blobs import check_download_room, fetch_blob, read_prefix, store_bytes
 from corral.store.bundle import ensure_bundle
 from corral.store.layout import Store, add_tag
 from corral.store.memory_check import check_fits, probe_header
@@ -78,7 +78,7 @@ def _check_memory(store: Store, client: RegistryClient, manifest: artifact.Manif
 def pull_oci(ref: Reference, settings: Settings, progress: Progress, ignore_memory_check: bool = False,
              on_found: Callable[[], None] | None = None) -> PullResult:
     store = Store(settings.models).ensure()
-    with RegistryClient(ref) as client:
+    with RegistryClient(ref, stall_timeout=settings.stall_timeout) as client:
         raw, content_type, digest = client.get_manifest()
         manifest = artifact.parse_manifest(raw, content_type)
         artifact.check_model_manifest(manifest, ref.display)
@@ -91,6 +91,7 @@ def pull_oci(ref: Reference, settings: Settings, progress: Progress, ignore_memo
             for blob in manifest.blobs:
                 progress.layer_done(blob.digest, blob.size, "present")
             return PullResult(name, ref.display, digest, manifest.size, 0)
+        check_download_room(store, manifest.blobs, ref.display)
         downloaded = 0
         if fetch_blob(store, client, manifest.config, Progress()):
             downloaded += manifest.config.size

@@ -11,6 +11,7 @@ from corral.store.layout import Store
 from corral.store.models import get_model
 from corral.store.progress import Progress
 from corral.store.reference import parse_reference
+from corral.store.net_errors import NetworkError
 from corral.store.registry import RegistryClient
 from corral.supervisor.errors import UsageError
 
@@ -37,7 +38,7 @@ def push(reference: str, settings: Settings, *, progress: Progress | None = None
     store = Store(settings.models)
     raw = store.read_manifest(model.id)
     try:
-        with RegistryClient(ref, push=True) as client:
+        with RegistryClient(ref, push=True, stall_timeout=settings.stall_timeout) as client:
             for blob in model.manifest.blobs:
                 if client.has_blob(blob.digest):
                     progress.layer_done(blob.digest, blob.size, "present")
@@ -46,6 +47,10 @@ def push(reference: str, settings: Settings, *, progress: Progress | None = None
                 client.upload_blob(blob.digest, blob.size, _chunks(str(store.blob_path(blob.digest)), blob.digest, progress))
                 progress.layer_done(blob.digest, blob.size, "uploaded")
             client.put_manifest(ref.tag or "latest", raw, model.manifest.media_type or artifact.MANIFEST_OCI)
+    except NetworkError as exc:
+        # An upload is one PUT: it cannot resume, but blobs the registry
+        # already holds are not sent again.
+        raise NetworkError(f"{exc.message}; push again (blobs already uploaded are skipped)") from None
     finally:
         progress.close()
     return model.id

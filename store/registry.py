@@ -22,6 +22,7 @@ import httpx
 
 from corral.store import artifact
 from corral.store.credentials import Credentials, credentials_for
+from corral.store.net_errors import network_error
 from corral.store.reference import Reference
 from corral.supervisor.errors import ModelNotFound, RegistryError
 from corral.supervisor.logs import get_logger
@@ -53,15 +54,19 @@ def _ssl_context() -> ssl.SSLContext:
 class RegistryClient:
     """One registry repository, for pulling (``push=False``) or pushing."""
 
-    def __init__(self, ref: Reference, *, push: bool = False, credentials: Credentials | None = None):
+    def __init__(self, ref: Reference, *, push: bool = False, credentials: Credentials | None = None,
+                 stall_timeout: float = 20.0):
         self.ref = ref
+        self.stall_timeout = stall_timeout
         self.name = ref.registry
         scheme = "http" if ref.is_loopback else "https"
         self.base = f"{scheme}://{ref.api_host}"
         self.scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         self.credentials = credentials if credentials is not None else credentials_for(ref.registry)
         self.http = httpx.Client(
-            timeout=httpx.Timeout(30.0, read=120.0),
+            # Silence longer than stall_timeout is a stall: noticed in
+            # seconds, then resumed from where it stopped (blobs.py).
+            timeout=httpx.Timeout(stall_timeout, connect=min(stall_timeout, 10.0)),
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
             verify=_ssl_context(),
@@ -109,8 +114,9 @@ class RegistryClient:
                     )
                 data = httpx.Response(200, content=_read_bounded(response, _MAX_TOKEN_BYTES, "token")).json()
         except httpx.HTTPError as exc:
-            raise RegistryError(f"cannot get a token from {fields['realm'][:100]}: {exc}") from None
-        except ValueError:
+            raise network_error(exc, f"{self.ref.registry}'s token service {fields['realm'][:100]}",
+                                self.stall_timeout) from None
+        except (ValueError, RecursionError):
             raise RegistryError(f"{self.ref.registry}'s token service did not answer JSON") from None
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str):
@@ -129,13 +135,15 @@ class RegistryClient:
             try:
                 response = self.http.send(request, stream=True, follow_redirects=follow)
             except httpx.HTTPError as exc:
-                raise RegistryError(f"cannot reach {self.ref.registry}: {exc}") from None
+                raise network_error(exc, self.ref.registry, self.stall_timeout) from None
             if response.status_code == 401 and attempt == 1 and "www-authenticate" in response.headers:
                 response.close()
                 self._authenticate(response.headers["www-authenticate"])
                 continue
             try:
                 yield response
+            except httpx.HTTPError as exc:  # the body broke off or stalled
+                raise network_error(exc, self.ref.registry, self.stall_timeout) from None
             finally:
                 response.close()
             return

@@ -42,6 +42,8 @@ def _capable(spec: catalog.ModelSpec, msg: protocol.ClientRequest) -> None:
     options = getattr(msg, "options", None)
     if options is not None and (options.grammar or options.json_schema) and spec.backend not in catalog.GRAMMAR_BACKENDS:
         raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which cannot constrain output to a grammar or JSON schema")
+    if options is not None and options.logprobs is not None and spec.backend not in catalog.LOGPROBS_BACKENDS:
+        raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which cannot report log probabilities; leave logprobs unset")
 
 
 def estimate(sup: "Supervisor", spec: catalog.ModelSpec):

@@ -103,6 +103,13 @@ class RegistryError(CorralError):
     exit_code = 1
 
 
+class DiskFull(CorralError):
+    """A disk has no room for what a command must write."""
+
+    code = "disk_full"
+    exit_code = 1
+
+
 class BlobCorrupt(CorralError):
     """Downloaded bytes do not match the digest that names them."""
 
@@ -135,6 +142,7 @@ _BY_CODE = {
         ShuttingDown,
         RegistryError,
         BlobCorrupt,
+        DiskFull,
         ModelInUse,
     )
 }

@@ -68,6 +68,8 @@ class Options(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
     stop: Annotated[list[Short], Meta(max_length=MAX_STOP_STRINGS)] | None = None
     grammar: Annotated[str, Meta(max_length=1024 * 1024)] | None = None  # GBNF
     json_schema: Annotated[str, Meta(max_length=1024 * 1024)] | None = None  # a schema, as JSON text
+    # log probabilities of each token and of this many alternatives (set: wanted)
+    logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
 
 
 SAMPLING_FIELDS = Options.__struct_fields__
@@ -143,8 +145,17 @@ class _Event(Struct, kw_only=True, tag_field="ev"):
     v: int = VERSION
 
 
+class TokenLogprob(Struct, array_like=True, gc=False):
+    """One token's log probability and its top alternatives' as (text, logprob)."""
+
+    token: Annotated[bytes, Meta(max_length=1024)]
+    logprob: float
+    top: Annotated[list[tuple[Annotated[bytes, Meta(max_length=1024)], float]], Meta(max_length=20)] = []
+
+
 class Token(_Event, tag=TOKEN, gc=False, kw_only=True):
     text: Text
+    logprobs: Annotated[list[TokenLogprob], Meta(max_length=4096)] | None = None  # the tokens this text came from
 
 
 class Usage(Struct, kw_only=True):
@@ -164,6 +175,7 @@ class Done(_Event, tag=DONE, kw_only=True):
     timings: Timings | None = None
     load_ms: float | None = None  # the request waited for the model to load
     dropped_messages: Count | None = None  # turns a truncated chat left out
+    stop_sequence: Short | None = None  # the stop string that ended the answer
     # answers to load and unload
     model: str | None = None
     pid: int | None = None
@@ -241,7 +253,8 @@ WorkerCommand = Union[Work, WorkCancel, WorkShutdown, WorkHeartbeat, WorkThreads
 _encoder = msgspec.msgpack.Encoder()
 # Decoders by direction (held directly: hashing a Union per lookup is slow).
 _requests, _replies, _commands, _events = (msgspec.msgpack.Decoder(t) for t in (ClientRequest, Reply, WorkerCommand, WorkerEvent))
-_MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+# RecursionError: a map or array nested thousands deep in a free-form field
+_MALFORMED = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 class _Envelope(Struct):  # just the ids of a frame that failed to decode, to answer it

@@ -10,6 +10,7 @@ is how the tests count what a pull really downloaded.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -290,3 +291,137 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+class EmptyRegistry(QuietHandler):
+    """A registry that answers, and holds no models: every manifest is a 404."""
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/v2/":
+            return self.send(200, b"{}", "application/json")
+        self.send(404, b'{"errors": [{"code": "MANIFEST_UNKNOWN"}]}', "application/json")
+
+    do_HEAD = do_GET
+
+
+@pytest.fixture
+def missing_model():
+    """A reference to a model that a reachable registry says it does not
+    have: what "unknown model" means to a user (a bare ``no/such`` would be
+    looked up on docker.io, and this machine has no network: a 502)."""
+    server = serve(EmptyRegistry)
+    yield f"localhost:{server.server_port}/nobody/nothing"
+    server.shutdown()
+
+
+def send_range(handler: BaseHTTPRequestHandler, data: bytes) -> tuple[int, bytes]:
+    """Answer the request's Range header over ``data`` (206, or 200 without
+    one): the status and headers are sent; returns where the body starts
+    and the body to write."""
+    start = 0
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", handler.headers.get("Range", ""))
+    if match:
+        start = int(match[1])
+        end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        body = data[start:end + 1]
+    else:
+        handler.send_response(200)
+        body = data
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    return start, body
+
+
+class FaultyRegistry(QuietHandler):
+    """An OCI registry in memory that fails on purpose, for one test at a
+    time (class state; :func:`faulty_registry` resets it):
+
+    - ``status``: answer every manifest request with this status (401, 403, 404, 500);
+    - ``drops``: the next N blob transfers send ``cut`` bytes, then close the connection;
+    - ``stall``: blob transfers send ``cut`` bytes, then hold the connection
+      open without a byte until ``release`` is set (or the client gives up);
+    - ``upload_drop``: close the connection when a blob upload's body starts.
+    """
+
+    manifest: bytes = b""
+    blobs: dict[str, bytes] = {}
+    status: int | None = None
+    drops = 0
+    stall = False
+    cut = 0
+    release = threading.Event()
+    upload_drop = False
+    weights = ""  # the model's weights digest
+    blob_gets: list[str | None] = []  # the Range header of each GET of the weights
+
+    def do_GET(self):  # noqa: N802
+        cls = FaultyRegistry
+        if self.path == "/v2/":
+            return self.send(200, b"{}", "application/json")
+        if "/manifests/" in self.path:
+            if cls.status:
+                return self.send(cls.status, b'{"errors": []}', "application/json")
+            return self.send(200, cls.manifest, "application/vnd.oci.image.manifest.v1+json")
+        digest = self.path.rsplit("/", 1)[-1]
+        data = cls.blobs.get(digest)
+        if data is None:
+            return self.send(404, b"{}", "application/json")
+        if digest == cls.weights:
+            cls.blob_gets.append(self.headers.get("Range"))
+        start, body = send_range(self, data)
+        faulty = cls.drops > 0 or cls.stall
+        cut = max(0, cls.cut - start) if faulty else len(body)
+        self.wfile.write(body[:cut])
+        self.wfile.flush()
+        if not faulty or cut >= len(body):
+            return
+        if cls.drops > 0:
+            cls.drops -= 1
+        else:
+            cls.release.wait(timeout=120)  # stalled, the connection open
+            if not cls.stall:
+                self.wfile.write(body[cut:])
+                return
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def do_HEAD(self):  # noqa: N802
+        self.send(404, b"", "application/json")
+
+    def do_POST(self):  # noqa: N802
+        self.send_response(202)
+        self.send_header("Location", "/v2/uploads/1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_PUT(self):  # noqa: N802
+        if FaultyRegistry.upload_drop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send(201, b"", "application/json")
+
+
+def faulty_registry(gguf: Path) -> tuple[ThreadingHTTPServer, str]:
+    """A :class:`FaultyRegistry` serving one model made of ``gguf``, with no
+    fault yet; returns the server and the blob's digest."""
+    import hashlib
+
+    data = gguf.read_bytes()
+    config = json.dumps(dmr_config()).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    FaultyRegistry.blobs = {digest: data, config_digest: config}
+    FaultyRegistry.manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.docker.ai.model.config.v0.1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.docker.ai.gguf.v3", "digest": digest, "size": len(data)}],
+    }).encode()
+    FaultyRegistry.status, FaultyRegistry.drops, FaultyRegistry.stall = None, 0, False
+    FaultyRegistry.cut, FaultyRegistry.upload_drop, FaultyRegistry.blob_gets = len(data) // 2, False, []
+    FaultyRegistry.release, FaultyRegistry.weights = threading.Event(), digest
+    return serve(FaultyRegistry), digest

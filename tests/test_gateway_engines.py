@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F401  (fixtures)
 from prometheus_client.parser import text_string_to_metric_families
+from registry import missing_model  # noqa: F401  (fixture)
 
 from conftest import SMOLLM2, wait_for
 
@@ -71,11 +72,11 @@ def _families(text: str) -> dict:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
-def test_metrics_count_requests_tokens_and_models(gateway):
+def test_metrics_count_requests_tokens_and_models(gateway, missing_model):
     with gateway.client() as http:
         http.post("/v1/chat/completions", json=HI)
         http.post("/v1/chat/completions", json={**HI, "stream": True})
-        http.post("/v1/chat/completions", json={**HI, "model": "no/such"})
+        http.post("/v1/chat/completions", json={**HI, "model": missing_model})
         text = http.get("/metrics").text
     families = _families(text)
     requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["corral_http_requests"].samples if s.name.endswith("_total")}

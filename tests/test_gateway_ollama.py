@@ -7,6 +7,7 @@ import asyncio
 import ollama
 import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F401  (fixtures)
+from registry import missing_model  # noqa: F401  (fixture)
 
 from conftest import SMOLLM2, wait_for
 
@@ -76,12 +77,12 @@ def test_tags_show_version_and_ps(gateway):
     assert ollama.Client(host=gateway.url)._request_raw("GET", "/api/version").json()["version"]
 
 
-def test_unknown_model_is_a_response_error_404(gateway):
+def test_unknown_model_is_a_response_error_404(gateway, missing_model):
     with pytest.raises(ollama.ResponseError) as info:
-        client(gateway).chat(model="no/such", messages=HI)
-    assert info.value.status_code == 404 and "no/such" in info.value.error
+        client(gateway).chat(model=missing_model, messages=HI)
+    assert info.value.status_code == 404 and "nobody/nothing" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
-        client(gateway).show("no/such")
+        client(gateway).show(missing_model)
     assert info.value.status_code == 404
 
 

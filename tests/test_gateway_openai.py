@@ -13,6 +13,7 @@ import jsonschema
 import openai
 import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory  # noqa: F401  (fixtures)
+from registry import missing_model  # noqa: F401  (fixture)
 
 from conftest import SMOLLM2
 
@@ -95,9 +96,9 @@ def test_models_are_listed_and_retrieved(gateway):
         client.models.retrieve("no/such-model")
 
 
-def test_unknown_model_is_not_found(gateway):
+def test_unknown_model_is_not_found(gateway, missing_model):
     with pytest.raises(openai.NotFoundError) as info:
-        sdk(gateway).chat.completions.create(model="no/such-model", messages=HI)
+        sdk(gateway).chat.completions.create(model=missing_model, messages=HI)
     assert info.value.body["code"] == "model_not_found"
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_one_line_error
-from registry import QuietHandler, serve, tiny_gguf
+from registry import QuietHandler, send_range, serve, tiny_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +36,7 @@ class HubStandIn(QuietHandler):
         if data is None:
             self.send(404, b'{"error": "Entry not found"}', "application/json")
             return
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match:
-            start = int(match[1])
-            end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-            body = data[start : end + 1]
-        else:
-            self.send_response(200)
-            body = data
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        _, body = send_range(self, data)
         self.wfile.write(body)
 
     def do_GET(self):  # noqa: N802

@@ -57,6 +57,7 @@ class Sampling:
     grammar: str | None = None  # GBNF
     json_schema: str | None = None  # a JSON schema, as JSON text
     stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # alternatives per token; None: no log probabilities
 
     @classmethod
     def from_options(cls, options: Any, extra_stop: tuple[str, ...] | list[str] = ()) -> "Sampling":
@@ -82,6 +83,10 @@ class Usage:
     # "stop" (end of text or a stop string), "length" (max_tokens or the
     # context is full), or "cancelled" (set by the runtime)
     finish_reason: str = "stop"
+    stop_sequence: str | None = None  # the stop string that ended it, if one did
+    # (token bytes, logprob, [(bytes, logprob)...]) not yet sent with a text
+    # event; None when the request asked for no log probabilities
+    logprobs: list | None = None
     # An exception that ended this sequence alone (the others go on)
     error: BaseException | None = None
 

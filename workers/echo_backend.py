@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from corral.workers.backend import Backend, Sampling, Usage
+from corral.workers.text_stream import TextStream
 
 # Tokens per request when max_tokens is not given.
 DEFAULT_TOKENS = 16
@@ -38,9 +39,20 @@ class EchoBackend(Backend):
             words = prompt[len(ECHO_PREFIX):].split(" ")
             pieces = [w + " " for w in words[:-1]] + [words[-1]]
             usage.finish_reason = "stop"
+            text = TextStream(sampling.stop)  # stop strings end it as they end a model's answer
             for i, piece in enumerate(pieces[: sampling.max_tokens or None]):
                 usage.completion_tokens = i + 1
-                yield piece
+                shown = text.push(piece.encode())
+                if text.stopped:
+                    usage.stop_sequence = text.matched
+                    if shown:
+                        yield shown
+                    return
+                if shown:
+                    yield shown
+            rest = text.flush()
+            if rest:
+                yield rest
             if sampling.max_tokens and len(pieces) > sampling.max_tokens:
                 usage.finish_reason = "length"
             return

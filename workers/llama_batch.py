@@ -27,11 +27,14 @@ generated one at a time; a fresh engine then does the same arithmetic.
 
 from __future__ import annotations
 
+import ctypes
+
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import llama_cpp as L
+import numpy as np  # llama_cpp's own dependency, loaded with it
 
 from corral.workers.backend import Usage
 from corral.workers.text_stream import Generation, token_limit
@@ -56,6 +59,7 @@ class Sequence:
     slot: Slot | None = None
     next_token: int = -1  # sampled, to be evaluated at the next step (-1: in prefill)
     fed: int = 0  # the step that last evaluated a chunk of its prompt
+    top_logprobs: int | None = None  # log probabilities wanted, with this many alternatives
 
 
 class Engine:
@@ -68,6 +72,8 @@ class Engine:
         self.memory = L.llama_get_memory(ctx)
         self.parallel, self.n_ctx_seq, self.chunk = parallel, n_ctx_seq, chunk
         self.token_bytes = token_bytes
+        self.n_vocab = L.llama_vocab_n_tokens(vocab)
+        self._row_type = None  # a logits row as a ctypes array type, made once
         self.slots = [Slot(i) for i in range(parallel)]
         self.waiting: deque[Sequence] = deque()  # admitted, no free slot yet
         self.running: list[Sequence] = []  # in admission order
@@ -88,7 +94,7 @@ class Engine:
     # -- admission -----------------------------------------------------------
 
     def admit(self, rid: int, tokens: list[int], sampler: Any, *, stop: list[str], max_tokens: int | None,
-              seeded: bool, usage: Usage) -> None:
+              seeded: bool, usage: Usage, top_logprobs: int | None = None) -> None:
         """Take a sequence; raises ValueError (and frees ``sampler``) if its
         prompt cannot fit in one sequence's context."""
         if rid in self.by_rid:
@@ -101,7 +107,7 @@ class Engine:
             raise
         usage.prompt_tokens = len(tokens)
         generation = Generation(is_end=self._is_end, token_bytes=self.token_bytes, stop=stop, limit=limit, usage=usage)
-        seq = Sequence(rid, tokens, sampler, generation, seeded)
+        seq = Sequence(rid, tokens, sampler, generation, seeded, top_logprobs=top_logprobs)
         self.by_rid[rid] = seq
         self.waiting.append(seq)
 
@@ -194,6 +200,8 @@ class Engine:
         events = []
         for seq, index in outputs:
             token = L.llama_sampler_sample(seq.sampler, self.ctx, index)
+            if seq.top_logprobs is not None and not self._is_end(token):
+                seq.generation.usage.logprobs.append(self._logprobs(index, token, seq.top_logprobs))
             text, done = seq.generation.feed(token)
             seq.next_token = token
             if done:
@@ -201,6 +209,23 @@ class Engine:
             if text or done:
                 events.append((seq.rid, text, done))
         return events
+
+    def _logprobs(self, index: int, token: int, top: int) -> tuple:
+        """The sampled token's log probability under the model (the raw
+        logits' log-softmax, before any sampler), and the ``top`` likeliest."""
+        if self._row_type is None:  # np.ctypeslib.as_array makes a ctypes type per call: 10% of decode
+            self._row_type = ctypes.POINTER(ctypes.c_float * self.n_vocab)
+        row = ctypes.cast(L.llama_get_logits_ith(self.ctx, index), self._row_type).contents
+        logits = np.frombuffer(row, dtype=np.float32)
+        top_logit = logits.max()
+        log_total = np.log(np.exp(logits - top_logit).sum()) + top_logit
+        logprobs = logits - log_total
+        best: list = []
+        if top:
+            ids = np.argpartition(-logprobs, top - 1)[:top]
+            ids = ids[np.argsort(-logprobs[ids])]
+            best = [(self.token_bytes(int(i)), float(logprobs[i])) for i in ids]
+        return self.token_bytes(token), float(logprobs[token]), best
 
     # -- leaving ---------------------------------------------------------------
 

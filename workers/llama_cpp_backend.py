@@ -143,9 +143,11 @@ class LlamaCppBackend(Backend):
             raise ValueError("the prompt is empty; send some text")
         settings = resolve_sampling(sampling, self.sampling_defaults)
         sampler = build_sampler(settings, self.vocab, self.n_vocab)
+        if getattr(sampling, "logprobs", None) is not None:
+            usage.logprobs = []
         self.engine.admit(rid, tokens, sampler, stop=list(getattr(sampling, "stop", None) or []),
                           max_tokens=getattr(sampling, "max_tokens", None), seeded=settings["seed"] is not None,
-                          usage=usage)
+                          usage=usage, top_logprobs=getattr(sampling, "logprobs", None))
 
     def step(self) -> list[tuple[int, str, bool]]:
         return self.engine.step()

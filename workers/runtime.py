@@ -205,7 +205,13 @@ class WorkerRuntime:
             if text:
                 if run.first is None:
                     run.first = time.monotonic()
-                self._send(protocol.encode(protocol.Token(rid=rid, id=run.job.request.id, text=text)))
+                pending = run.usage.logprobs
+                if pending:
+                    run.usage.logprobs = []
+                    entries = [protocol.TokenLogprob(*entry) for entry in pending]
+                    self._send(protocol.encode(protocol.Token(rid=rid, id=run.job.request.id, text=text, logprobs=entries)))
+                else:
+                    self._send(protocol.encode(protocol.Token(rid=rid, id=run.job.request.id, text=text)))
             if finished:
                 self._finish(rid, run.usage)
 
@@ -228,6 +234,7 @@ class WorkerRuntime:
             timings=protocol.Timings(ttft_ms=(first - run.started) * 1000, total_ms=(ended - run.started) * 1000,
                                      tokens_per_s=tps),
             dropped_messages=run.dropped,
+            stop_sequence=usage.stop_sequence,
         )
 
     def _embed(self, rid: int, request: protocol.Embed) -> None:

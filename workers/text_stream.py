@@ -16,6 +16,7 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""
         self.stopped = False  # a stop string was found; nothing more comes
+        self.matched: str | None = None  # which one
 
     def push(self, data: bytes) -> str:
         """Add a token's bytes; return the text that is safe to show now."""
@@ -26,6 +27,7 @@ class TextStream:
             at = text.find(s)
             if at != -1:
                 self.stopped = True
+                self.matched = s
                 self._held = ""
                 return text[:at]
         keep = self._longest_stop_prefix_suffix(text)
@@ -69,6 +71,7 @@ class Generation:
         piece = self.text.push(self.token_bytes(token))
         if self.text.stopped:
             usage.finish_reason = "stop"
+            usage.stop_sequence = self.text.matched
             return piece, True
         if usage.completion_tokens >= self.limit:
             usage.finish_reason = "length"
