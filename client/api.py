@@ -23,6 +23,7 @@ from corral.client.requests import (
     BatchRun,
     ResponseState,
     call_result,
+    chat_payload,
     model_fields,
     model_ref,
     stream_request,
@@ -94,15 +95,16 @@ class Client:
         ``on_log`` (a function called with each of those lines)."""
         return self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
 
-    def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False, **kwargs: Any) -> Response:
+    def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False,
+             tools: list[dict[str, Any]] | None = None, assistant_prefix: str | None = None, **kwargs: Any) -> Response:
         """Stream the next turn of a conversation, with the model's own chat
         template. ``truncate``: drop the oldest turns that do not fit the
-        context (``response.dropped_messages`` says how many). Other keyword
-        arguments as for :meth:`generate`."""
-        payload: dict[str, Any] = {"messages": list(messages)}
-        if truncate:
-            payload["truncate"] = True
-        return self._stream(protocol.CHAT, model, payload, kwargs)
+        context (``response.dropped_messages`` says how many). ``tools``:
+        tool definitions (OpenAI's form) for a template that renders them
+        (the answer is in the model's own call syntax). ``assistant_prefix``:
+        text the answer is made to start with. Other keyword arguments as
+        for :meth:`generate`."""
+        return self._stream(protocol.CHAT, model, chat_payload(messages, truncate, tools, assistant_prefix), kwargs)
 
     def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict[str, Any]:
         """Embeddings of ``inputs`` (llama.cpp models): ``{"embeddings":

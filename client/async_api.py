@@ -27,7 +27,8 @@ import zmq
 
 from corral.client.core import MONITOR_EVENTS, ClientCore, configure_socket, monitor_event
 from corral.client.launch import ensure_supervisor
-from corral.client.requests import BatchResult, BatchRun, ResponseState, call_result, model_fields, model_ref, stream_request
+from corral.client.requests import (BatchResult, BatchRun, ResponseState, call_result, chat_payload, model_fields, model_ref,
+                                    stream_request)
 from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
 from corral.supervisor.errors import CorralError
@@ -153,11 +154,9 @@ class AsyncClient:
     async def generate(self, model: str, prompt: str, **kwargs: Any) -> AsyncResponse:
         return await self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
 
-    async def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False, **kwargs: Any) -> AsyncResponse:
-        payload: dict[str, Any] = {"messages": list(messages)}
-        if truncate:
-            payload["truncate"] = True
-        return await self._stream(protocol.CHAT, model, payload, kwargs)
+    async def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False,
+                   tools: list[dict[str, Any]] | None = None, assistant_prefix: str | None = None, **kwargs: Any) -> AsyncResponse:
+        return await self._stream(protocol.CHAT, model, chat_payload(messages, truncate, tools, assistant_prefix), kwargs)
 
     async def _stream(self, op: str, model: str, payload: dict, kwargs: dict, wakeup: asyncio.Event | None = None) -> AsyncResponse:
         on_log = kwargs.pop("on_log", None)

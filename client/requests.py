@@ -5,6 +5,7 @@ the batch's bookkeeping (which prompt runs, which is retried, what is done)."""
 from __future__ import annotations
 
 import array
+import json
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,6 +44,19 @@ def model_fields(model: str, **kwargs: Any) -> dict[str, Any]:
     if seconds is not None:
         fields["keep_alive"] = seconds
     return fields
+
+
+def chat_payload(messages: Iterable[dict[str, Any]], truncate: bool = False, tools: list[dict[str, Any]] | None = None,
+                 assistant_prefix: str | None = None) -> dict[str, Any]:
+    """The chat-only fields of a chat request."""
+    payload: dict[str, Any] = {"messages": list(messages)}
+    if truncate:
+        payload["truncate"] = True
+    if tools:
+        payload["tools"] = json.dumps(tools, ensure_ascii=False)
+    if assistant_prefix:
+        payload["assistant_prefix"] = assistant_prefix
+    return payload
 
 
 def stream_request(model: str, payload: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:

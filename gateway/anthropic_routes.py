@@ -34,14 +34,14 @@ def messages_of(req: schemas.AnthropicCountRequest) -> list[dict[str, str]]:
             out.append({"role": m.role, "content": m.content})
             continue
         texts: list[str] = []
-        calls: list[tuple[str, Any]] = []
+        calls: list[tuple[Any, ...]] = []
         for j, block in enumerate(m.content):
             where = f"messages[{i}].content[{j}]"
             if block.type == "text" and block.text is not None:
                 texts.append(block.text)
             elif block.type == "tool_use" and m.role == "assistant" and block.name:
                 names[block.id or ""] = block.name
-                calls.append((block.name, block.input or {}))
+                calls.append((block.name, block.input or {}, block.id))
             elif block.type == "tool_result" and m.role == "user":
                 result = sampling.joined_text(f"{where}.content", block.content)
                 if block.is_error:
@@ -53,8 +53,8 @@ def messages_of(req: schemas.AnthropicCountRequest) -> list[dict[str, str]]:
                 raise BadRequest(f"{where}.type: corral's models take text, tool_use (assistant) and tool_result (user) blocks, not {block.type!r}")
         content = "".join(texts)
         if calls:
-            content = (content + "\n" if content else "") + tools.past_calls(calls)
-        if content or not any(b.type == "tool_result" for b in m.content):
+            out.append(tools.past_calls(calls, content))
+        elif content or not any(b.type == "tool_result" for b in m.content):
             out.append({"role": m.role, "content": content})
     return out
 
@@ -88,7 +88,7 @@ def _tool_block(call: tools.Call) -> dict:
 async def messages(request: Request) -> Response:
     req = await rs.body(request, schemas.AnthropicRequest)
     model = sampling.model_name(req.model)
-    p = plan_of(req)
+    p = rs.for_model(request, model, plan_of(req))
     options = {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
                "stop": req.stop_sequences, **tools.sampling_options(p)}
     options = {k: v for k, v in options.items() if v is not None}
@@ -154,8 +154,9 @@ async def count_tokens(request: Request) -> Response:
     them: one prompt evaluation and a single token, whose usage counts it."""
     req = await rs.body(request, schemas.AnthropicCountRequest)
     model = sampling.model_name(req.model)
-    p = plan_of(req)
-    generation, _ = await rs.complete(request, "chat", model, tools.with_instructions(messages_of(req), p), {"max_tokens": 1})
+    p = rs.for_model(request, model, plan_of(req))
+    generation, _ = await rs.complete(request, "chat", model, tools.with_instructions(messages_of(req), p),
+                                      {**tools.sampling_options(p), "max_tokens": 1})
     return JSONResponse({"input_tokens": generation.usage.get("prompt_tokens", 0)})
 
 

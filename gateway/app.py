@@ -35,6 +35,7 @@ from corral.gateway.disconnect import ClientGone
 from corral.gateway.errors import HTTPError, error_response
 from corral.gateway.metrics import Metrics
 from corral.gateway.openapi import openapi_schema
+from corral.gateway.response_store import Store
 from corral.gateway.route_support import JSONResponse, link
 from corral.gateway.security import HostAndOrigin, KeyAndBodyLimit
 from corral.gateway.supervisor_link import SupervisorLink
@@ -153,6 +154,7 @@ def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
             yield
         finally:
             await supervisor.close()
+            app.state.responses.close()
 
     app = Starlette(
         routes=api_routes(),
@@ -163,7 +165,7 @@ def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.config = config
-    app.state.responses = responses_routes.Store()
+    app.state.responses = Store(settings.home / "responses.db")
     outer: ASGIApp = KeyAndBodyLimit(app, config, MAX_BODY_BYTES)
     if config.origins:
         outer = CORSMiddleware(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from corral.configs import catalog
 from corral.configs.settings import Settings
 from corral.store.listing import model_rows
+from corral.gateway.tool_formats import Format, detect
 from corral.supervisor.errors import CorralError, ModelNotFound
 from corral.supervisor.model_files import read_header
 
@@ -101,3 +102,17 @@ def header_facts(info: ModelInfo) -> dict:
     except CorralError:
         return {}
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and not k.startswith("tokenizer.")}
+
+
+def tool_format(settings: Settings, name: str) -> Format | None:
+    """The tool call syntax of a model's chat template (the catalog's or the
+    store's own template first, else the GGUF's), or None: a template that
+    renders no tools, a model of another backend, or one not found (its
+    request fails with the right error when it runs)."""
+    try:
+        spec = catalog.resolve(name, settings, names_only=True)
+        if spec.backend != catalog.LLAMA_CPP:
+            return None
+        return detect(spec.chat_template or read_header(spec.path).chat_template)
+    except CorralError:
+        return None

@@ -135,7 +135,7 @@ async def generate(request: Request) -> Response:
 async def chat(request: Request) -> Response:
     req = await rs.body(request, schemas.OllamaChatRequest)
     r = _Request(req, chat=True)
-    r.plan = sampling.ollama_tools(req.tools)
+    r.plan = rs.for_model(request, r.model, sampling.ollama_tools(req.tools))
     if r.plan.active and req.format:
         raise BadRequest("format: cannot be combined with tools; send one of them")
     r.options.update(tools.sampling_options(r.plan))

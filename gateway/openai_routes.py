@@ -142,7 +142,7 @@ async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, 
 async def chat_completions(request: Request) -> Response:
     req = await rs.body(request, schemas.ChatCompletionRequest)
     model = sampling.model_name(req.model)
-    plan = sampling.openai_tools(req)
+    plan = rs.for_model(request, model, sampling.openai_tools(req))
     options = sampling.openai_options(req, max_tokens=req.max_completion_tokens or req.max_tokens, response_format=req.response_format)
     options.update(tools.sampling_options(plan))
     messages = tools.with_instructions(sampling.openai_messages(req.messages), plan)

@@ -4,15 +4,14 @@ typed events), ``GET`` and ``DELETE /v1/responses/{id}``.
 Input is a string or a list of items (messages, ``function_call`` and
 ``function_call_output``); output is a ``message`` item and/or
 ``function_call`` items, tool calls running through ``tools.py`` like the
-chat route's. A stored response (``store``, the default) is kept in the
-gateway's memory, the newest :data:`STORED` of them, so that
+chat route's. A stored response (``store``, the default) is kept in
+``CORRAL_HOME`` (``response_store.py``), the newest 1,000 of them, so that
 ``previous_response_id`` carries a conversation on as OpenAI's does.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
@@ -21,13 +20,13 @@ from starlette.routing import Route
 
 from corral.gateway import route_support as rs
 from corral.gateway import sampling, schemas, tools
-from corral.gateway.errors import HTTPError, status_for
+from corral.gateway.errors import status_for
+from corral.gateway.response_store import Store
 from corral.gateway.route_support import JSONResponse
 from corral.gateway.sse import SSE_HEADERS, EventStream, sse_event
 from corral.gateway.supervisor_link import Generation
 from corral.supervisor.errors import BadRequest, Cancelled, CorralError
 
-STORED = 1000  # responses kept for previous_response_id and GET
 _TEXT_PARTS = ("input_text", "output_text", "text")  # the text parts of input items
 
 
@@ -45,18 +44,18 @@ def _content(where: str, content: Any) -> str:
     return sampling.joined_text(where, content, _TEXT_PARTS)
 
 
-def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, str]]:
+def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``input`` field as messages; consecutive function calls are one
     assistant turn, as a model writes them."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # call_id -> function name
-    pending: list[tuple[str, Any]] = []
+    pending: list[tuple[Any, ...]] = []
 
     def flush() -> None:
         if pending:
-            out.append({"role": "assistant", "content": tools.past_calls(pending)})
+            out.append(tools.past_calls(pending))
             pending.clear()
 
     for i, item in enumerate(items):
@@ -67,7 +66,7 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, str]]:
             if not isinstance(name, str) or not isinstance(arguments, str):
                 raise BadRequest(f"{where}: a function_call needs a name and its arguments as a JSON string")
             names[str(item.get("call_id", ""))] = name
-            pending.append((name, arguments))
+            pending.append((name, arguments, item.get("call_id")))
             continue
         flush()
         if kind == "function_call_output":
@@ -162,31 +161,14 @@ def _format(fmt: schemas.ResponsesFormat) -> dict:
     return out
 
 
-class Store:
-    """The newest stored responses: body and the conversation that led to it."""
-
-    def __init__(self) -> None:
-        self.items: OrderedDict[str, tuple[dict, list[dict[str, str]]]] = OrderedDict()
-
-    def put(self, body: dict, conversation: list[dict[str, str]]) -> None:
-        self.items[body["id"]] = (body, conversation)
-        while len(self.items) > STORED:
-            self.items.popitem(last=False)
-
-    def get(self, response_id: str, field: str = "id") -> tuple[dict, list[dict[str, str]]]:
-        if response_id not in self.items:
-            raise HTTPError("not_found", f"{field}: no response {response_id[:80]!r}; corral keeps the newest {STORED} stored responses while its gateway runs")
-        return self.items[response_id]
-
-
 def _store(request: Request) -> Store:
     return request.app.state.responses
 
 
-def _said(text: str | None, calls: list[tools.Call]) -> list[dict[str, str]]:
+def _said(text: str | None, calls: list[tools.Call]) -> list[dict[str, Any]]:
     """The assistant's turn, as the next request's history."""
     if calls:
-        return [{"role": "assistant", "content": tools.past_calls((c.name, c.arguments) for c in calls)}]
+        return [tools.past_calls(((c.name, c.arguments, c.id) for c in calls), text or "")]
     return [{"role": "assistant", "content": text or ""}]
 
 
@@ -196,9 +178,9 @@ def _said(text: str | None, calls: list[tools.Call]) -> list[dict[str, str]]:
 async def create(request: Request) -> Response:
     req = await rs.body(request, schemas.ResponsesRequest)
     model = sampling.model_name(req.model)
-    p = plan_for(req)
+    p = rs.for_model(request, model, plan_for(req))
     options = options_for(req, p)
-    history: list[dict[str, str]] = []
+    history: list[dict[str, Any]] = []
     if req.previous_response_id:
         history = _store(request).get(req.previous_response_id, "previous_response_id")[1]
     system = [{"role": "system", "content": req.instructions}] if req.instructions else []
@@ -219,7 +201,7 @@ async def create(request: Request) -> Response:
     return EventStream(stream, generation.cancel, "text/event-stream", SSE_HEADERS)
 
 
-async def _events(request: Request, answer: _Answer, generation: Generation, conversation: list[dict[str, str]]) -> AsyncIterator[bytes]:
+async def _events(request: Request, answer: _Answer, generation: Generation, conversation: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     """The typed events of a streamed response, numbered."""
     seq = 0
 
@@ -285,9 +267,7 @@ async def retrieve(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    store = _store(request)
-    store.get(request.path_params["id"])
-    del store.items[request.path_params["id"]]
+    _store(request).delete(request.path_params["id"])
     return JSONResponse({"id": request.path_params["id"], "object": "response", "deleted": True})
 
 

@@ -4,6 +4,7 @@ running a generation while watching for the client to hang up."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import msgspec
@@ -11,7 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse as _StarletteJSON
 
 from corral.configs.settings import Settings
+from corral.gateway import tools
 from corral.gateway.disconnect import until_disconnect
+from corral.gateway.model_listing import tool_format
 from corral.gateway.schemas import decode_body
 from corral.gateway.supervisor_link import Generation, SupervisorLink
 from corral.supervisor.errors import Cancelled
@@ -36,6 +39,14 @@ def settings(request: Request) -> Settings:
 
 async def body(request: Request, kind: type[T]) -> T:
     return decode_body(await request.body(), kind)
+
+
+def for_model(request: Request, model: str, plan: tools.Plan) -> tools.Plan:
+    """``plan`` in the model's own call syntax where its chat template
+    renders tools (``tool_formats.py``), else in the generic form."""
+    if not plan.functions:
+        return plan
+    return replace(plan, format=tool_format(settings(request), model))
 
 
 def preload_only(request: Request) -> bool:

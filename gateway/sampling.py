@@ -108,7 +108,7 @@ def joined_text(where: str, content: Any, kinds: tuple[str, ...] = ("text",)) ->
     return "".join(texts)
 
 
-def openai_messages(messages: list[schemas.ChatMessage]) -> list[dict[str, str]]:
+def openai_messages(messages: list[schemas.ChatMessage]) -> list[dict[str, Any]]:
     """OpenAI messages as corral's: text parts joined, `developer` is a
     system message, tool calls and tool results in the generic tool form
     (``tools.py``); images are refused by name."""
@@ -120,8 +120,7 @@ def openai_messages(messages: list[schemas.ChatMessage]) -> list[dict[str, str]]
             out.append(tools.past_result(content, name=names.get(m.tool_call_id or ""), call=m.tool_call_id))
         elif m.role == "assistant" and m.tool_calls:
             names.update((c.id, c.function.name) for c in m.tool_calls)
-            calls = tools.past_calls((c.function.name, c.function.arguments) for c in m.tool_calls)
-            out.append({"role": "assistant", "content": (content + "\n" if content else "") + calls})
+            out.append(tools.past_calls(((c.function.name, c.function.arguments, c.id) for c in m.tool_calls), content))
         else:
             out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
     return out
@@ -165,7 +164,7 @@ def ollama_options(options: schemas.OllamaOptions | None, fmt: str | dict | None
     return out
 
 
-def ollama_messages(messages: list[schemas.OllamaMessage]) -> list[dict[str, str]]:
+def ollama_messages(messages: list[schemas.OllamaMessage]) -> list[dict[str, Any]]:
     out = []
     for i, m in enumerate(messages):
         if m.images:
@@ -173,8 +172,7 @@ def ollama_messages(messages: list[schemas.OllamaMessage]) -> list[dict[str, str
         if m.role == "tool":
             out.append(tools.past_result(m.content, name=m.tool_name))
         elif m.role == "assistant" and m.tool_calls:
-            calls = tools.past_calls((c.function.name, c.function.arguments) for c in m.tool_calls)
-            out.append({"role": "assistant", "content": (m.content + "\n" if m.content else "") + calls})
+            out.append(tools.past_calls(((c.function.name, c.function.arguments) for c in m.tool_calls), m.content))
         else:
             out.append({"role": m.role, "content": m.content})
     return out

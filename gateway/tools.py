@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from corral.gateway.tool_formats import Format, hold_back
 from corral.supervisor.errors import BadRequest
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -65,6 +66,9 @@ class Plan:
     functions: tuple[Function, ...] = ()
     choice: str = "auto"  # "auto", "required", "none" or a function's name
     parallel: bool = True
+    # the model's own call syntax, when its chat template renders tools
+    # (``tool_formats.py``); None: the generic JSON form
+    format: Format | None = None
 
     @property
     def active(self) -> bool:
@@ -136,10 +140,13 @@ def _call_schema(f: Function) -> dict[str, Any]:
     }
 
 
+def _offered(p: Plan) -> list[Function]:
+    return [f for f in p.functions if p.choice in ("auto", "required", f.name)]
+
+
 def schema(p: Plan) -> dict[str, Any]:
     """The JSON schema the answer is constrained by."""
-    offered = [f for f in p.functions if p.choice in ("auto", "required", f.name)]
-    calls = [_call_schema(f) for f in offered]
+    calls = [_call_schema(f) for f in _offered(p)]
     items = calls[0] if len(calls) == 1 else {"anyOf": calls}
     array: dict[str, Any] = {"type": "array", "items": items, "minItems": 1}
     if not p.parallel:
@@ -159,16 +166,21 @@ def instructions(p: Plan) -> str:
     if not p.parallel:
         lines.append("Call at most one tool at a time.")
     lines.append("Tools:")
-    for f in p.functions:
-        if p.choice in ("auto", "required", f.name):
-            spec = {"name": f.name, "description": f.description, "parameters": f.parameters}
-            lines.append(json.dumps(spec, ensure_ascii=False))
+    for f in _offered(p):
+        spec = {"name": f.name, "description": f.description, "parameters": f.parameters}
+        lines.append(json.dumps(spec, ensure_ascii=False))
     return "\n".join(lines)
 
 
-def with_instructions(messages: list[dict[str, str]], p: Plan) -> list[dict[str, str]]:
-    """``messages`` with the tools told: added to the first system message,
-    or as a new one before the conversation."""
+def with_instructions(messages: list[dict[str, Any]], p: Plan) -> list[dict[str, Any]]:
+    """``messages`` as the wire carries them. In the generic form the tools
+    are told in the first system message (or a new one before the
+    conversation) and past calls and results are the JSON turns
+    :func:`past_calls` and :func:`past_result` wrote; for a template that
+    renders tools, they are tool calls and tool turns for it to render."""
+    if p.format is not None:
+        return [_native(m) for m in messages]
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     if not p.active:
         return messages
     text = instructions(p)
@@ -177,36 +189,63 @@ def with_instructions(messages: list[dict[str, str]], p: Plan) -> list[dict[str,
     return [{"role": "system", "content": text}, *messages]
 
 
+def _native(m: dict[str, Any]) -> dict[str, Any]:
+    if "calls" in m:
+        return {"role": "assistant", "content": m["text"], "tool_calls": json.dumps(m["calls"], ensure_ascii=False)}
+    if "result" in m:
+        r = m["result"]
+        return {"role": "tool", "content": r["content"], **{k: r[k] for k in ("tool_call_id", "name") if r.get(k)}}
+    return {"role": m["role"], "content": m["content"]}
+
+
 def sampling_options(p: Plan) -> dict[str, Any]:
-    """The options that constrain the answer (none when no tools apply)."""
-    return {"json_schema": json.dumps(schema(p))} if p.active else {}
+    """The request's options for the tools: the schema that constrains the
+    answer, and for a template that renders tools, the tools themselves and
+    the call's opening when a call is required. None when no tools apply."""
+    if not p.active:
+        return {}
+    if p.format is None:
+        return {"json_schema": json.dumps(schema(p))}
+    rendered = [{"type": "function", "function": {"name": f.name, "description": f.description, "parameters": f.parameters}}
+                for f in p.functions]
+    options: dict[str, Any] = {"tools": rendered}
+    if p.required:
+        calls = [_call_schema(f) for f in _offered(p)]
+        options["json_schema"] = json.dumps(p.format.schema(calls, p.parallel))
+        options["assistant_prefix"] = p.format.prefix(p.parallel)
+    return options
 
 
 # -- the conversation so far, in the same form --------------------------------
 
 
-def past_calls(calls: Iterable[tuple[str, Any]]) -> str:
-    """An assistant turn that called tools, as the model would have written
-    it: (name, arguments as an object or JSON text) pairs."""
+def past_calls(calls: Iterable[tuple[Any, ...]], text: str = "") -> dict[str, Any]:
+    """An assistant turn that said ``text`` and called tools: (name,
+    arguments as an object or JSON text[, call id]) tuples. Its content is
+    the turn in the generic form, as the model would have written it; the
+    calls themselves go with it for a template that renders tools."""
     out = []
-    for name, arguments in calls:
+    for name, arguments, *call in calls:
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError:
                 pass  # a client's own malformed history: kept as text
-        out.append({"name": name, "arguments": arguments})
-    return json.dumps({"tool_calls": out}, ensure_ascii=False)
+        out.append({"name": name, "arguments": arguments, **({"id": call[0]} if call and call[0] else {})})
+    generic = json.dumps({"tool_calls": [{"name": c["name"], "arguments": c["arguments"]} for c in out]}, ensure_ascii=False)
+    return {"role": "assistant", "content": (text + "\n" if text else "") + generic, "text": text, "calls": out}
 
 
-def past_result(content: str, *, name: str | None = None, call: str | None = None) -> dict[str, str]:
-    """A tool's result, as the user turn that hands it back to the model."""
+def past_result(content: str, *, name: str | None = None, call: str | None = None) -> dict[str, Any]:
+    """A tool's result: in the generic form, the user turn that hands it
+    back to the model; the result itself goes with it for a template that
+    renders tool turns."""
     result: dict[str, Any] = {"content": content}
     if name:
         result["name"] = name
     if call:
         result["tool_call_id"] = call
-    return {"role": "user", "content": json.dumps({"tool_result": result}, ensure_ascii=False)}
+    return {"role": "user", "content": json.dumps({"tool_result": result}, ensure_ascii=False), "result": result}
 
 
 # -- the answer ----------------------------------------------------------------
@@ -217,6 +256,10 @@ def parse(text: str, p: Plan, *, id_prefix: str = "call_") -> tuple[str | None, 
     the JSON asked for (cut short by max_tokens) is returned as text."""
     if not p.active:
         return text, []
+    if p.format is not None:
+        content, pairs = p.format.read((p.format.prefix(p.parallel) if p.required else "") + text)
+        calls = [Call(call_id(id_prefix), name, json.dumps(args, ensure_ascii=False)) for name, args in pairs]
+        return (content or None, calls) if calls else (text, [])
     try:
         # strict=False: the grammar lets control characters into strings
         answer = json.loads(text, strict=False)
@@ -254,6 +297,13 @@ class ReplyStream:
         if not self.plan.active:
             return piece
         self.buffer += piece
+        fmt = self.plan.format
+        if fmt is not None:  # text up to where a call may be starting; a required call is all call
+            text = "" if self.plan.required else self.buffer[:hold_back(fmt, self.buffer)]
+            if not text.startswith(self.sent):  # a call began: nothing more is text
+                return ""
+            new, self.sent = text[len(self.sent):], text
+            return new
         match = _TEXT_FORM.match(self.buffer)
         if not match:
             return ""
@@ -278,6 +328,9 @@ class ReplyStream:
         if not self.plan.active:
             return "", []
         text, calls = parse(self.buffer, self.plan, id_prefix=self.id_prefix)
+        if self.plan.format is not None:
+            rest = (text or "")[len(self.sent):] if (text or "").startswith(self.sent) else ""
+            return (rest or None, calls) if calls else (self.buffer[len(self.sent):], [])
         if calls:
             return None, calls
         match = _TEXT_FORM.match(self.buffer)

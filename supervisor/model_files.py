@@ -46,6 +46,7 @@ class ModelHeader:
     # The file size its tensor table implies (None: a type this reader does
     # not know the size of); more than file_bytes means a truncated file.
     expected_bytes: int | None = None
+    chat_template: str | None = field(default=None, compare=False)  # tokenizer.chat_template (long: not in metadata)
 
     @property
     def truncated(self) -> bool:
@@ -199,6 +200,7 @@ def _parse_gguf(buf: mmap.mmap | bytes, size: int) -> ModelHeader:
         context_length_trained=hp("context_length") or None,
         metadata={k: v for k, v in meta.items() if isinstance(v, (int, float, str)) and len(str(v)) < 200},
         expected_bytes=data_start + max(known) if known and len(known) == len(extents) else None,
+        chat_template=meta["tokenizer.chat_template"] if isinstance(meta.get("tokenizer.chat_template"), str) else None,
     )
 
 

@@ -33,6 +33,7 @@ MAX_TEXT_CHARS = 4 * 1024 * 1024  # a prompt or a message: far past any context
 MAX_MESSAGES = 4096
 MAX_STOP_STRINGS = 32
 MAX_EMBED_INPUTS = 2048
+MAX_TOOLS_BYTES = 1024 * 1024  # tool definitions, or the calls of one turn, as JSON text
 #: The range of integers msgpack carries; the CLI checks the same bounds.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -75,9 +76,15 @@ class Options(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=Tr
 SAMPLING_FIELDS = Options.__struct_fields__
 
 
-class Message(Struct, forbid_unknown_fields=True):
-    role: Literal["system", "user", "assistant"]
+class Message(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    role: Literal["system", "user", "assistant", "tool"]
     content: Text
+    # For a chat template that renders tools (Chat.tools): the calls an
+    # assistant turn made, as JSON text ([{"id", "name", "arguments"}]), and
+    # which call a tool turn answers.
+    tool_calls: Annotated[str, Meta(max_length=MAX_TOOLS_BYTES)] | None = None
+    tool_call_id: Short | None = None
+    name: Short | None = None
 
 
 # -- client → supervisor ------------------------------------------------------
@@ -114,6 +121,13 @@ class Chat(_ModelRequest, tag=CHAT, kw_only=True):
     # drop the oldest turns (never system prompts or the last message) when
     # the conversation does not fit the context; done says how many went
     truncate: bool = False
+    # tool definitions (OpenAI's form, JSON text) for the chat template to
+    # render, in a template that knows tools; the model answers in its own
+    # call syntax
+    tools: Annotated[str, Meta(max_length=MAX_TOOLS_BYTES)] | None = None
+    # text the answer starts with: put after the generation prompt, not sent
+    # back (a required tool call's opening marker, say)
+    assistant_prefix: Short | None = None
 
 
 class Embed(_ModelRequest, tag=EMBED, kw_only=True):
@@ -328,7 +342,7 @@ def check_options(options: dict[str, Any]) -> Options:
 
 def check_messages(messages: Any) -> list[Message]:
     return _convert(messages, Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)],
-                    "messages (each needs a role: system, user or assistant, and a string content)")
+                    "messages (each needs a role: system, user, assistant or tool, and a string content)")
 
 
 def to_builtins(msg: Any) -> Any:  # a struct as plain dicts and lists

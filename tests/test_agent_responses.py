@@ -6,15 +6,21 @@ on by previous_response_id, and errors."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
 
 import httpx
 import jsonschema
 import openai
 import pytest
-from gateway_fixture import ECHO, gateway, gateway_factory  # noqa: F401  (fixtures)
+from gateway_fixture import ECHO, gateway, gateway_factory, port_open  # noqa: F401  (fixtures)
 from test_agent_tools import WEATHER_ARGS, tiny_tools  # noqa: F401  (fixture)
 
-from conftest import SMOLLM2
+from corral.gateway.errors import HTTPError
+from corral.gateway.response_store import Store
+
+from conftest import SMOLLM2, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +124,34 @@ def test_smollm2_calls_a_function_through_responses(gateway):
     call = response.output[0]
     assert call.type == "function_call" and call.name == "get_weather"
     assert json.loads(call.arguments)["city"] == "Paris"
+
+
+def test_stored_responses_outlive_the_gateway(gateway):
+    """Kept in CORRAL_HOME: a gateway killed and restarted by its
+    supervisor still knows them, and the file is the owner's alone."""
+    client = sdk(gateway)
+    first = client.responses.create(model=ECHO, input="echo:kept across restarts")
+    old_pid = gateway.pid()
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(lambda: port_open("127.0.0.1", gateway.port) and gateway.pid() != old_pid, timeout=60)
+    assert client.responses.retrieve(first.id).output_text == "kept across restarts"
+    follow = client.responses.create(model=ECHO, input="Hi", previous_response_id=first.id, max_output_tokens=1)
+    assert follow.previous_response_id == first.id
+    assert stat.S_IMODE((gateway.home / "responses.db").stat().st_mode) == 0o600
+
+
+def test_the_store_keeps_the_newest(tmp_path):
+    store = Store(tmp_path / "responses.db", keep=5)
+    for i in range(8):
+        store.put({"id": f"resp_{i}"}, [{"role": "user", "content": str(i)}])
+    store.close()
+    again = Store(tmp_path / "responses.db", keep=5)
+    assert again.get("resp_7") == ({"id": "resp_7"}, [{"role": "user", "content": "7"}])
+    assert again.get("resp_3")[0] == {"id": "resp_3"}
+    with pytest.raises(HTTPError):
+        again.get("resp_2")  # the oldest went
+    again.delete("resp_3")
+    with pytest.raises(HTTPError):
+        again.get("resp_3")
+    with pytest.raises(HTTPError):
+        again.get("x' OR '1'='1")  # ids are bound, never spliced into SQL

@@ -5,13 +5,14 @@ streamed piece by piece."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.gateway import tools
+from corral.gateway import tool_formats, tools
 from corral.supervisor.errors import BadRequest
 
 WEATHER = tools.Function("get_weather", "the weather in a city", {
@@ -86,11 +87,76 @@ def test_a_choice_must_name_an_offered_tool_and_names_are_unique():
 
 
 def test_history_is_told_in_the_same_form():
-    said = tools.past_calls([("get_weather", '{"city": "Oslo"}')])
-    assert json.loads(said) == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
+    said = tools.past_calls([("get_weather", '{"city": "Oslo"}', "call_1")])
     result = tools.past_result("12 C", name="get_weather", call="call_1")
-    assert result["role"] == "user"
-    assert json.loads(result["content"]) == {"tool_result": {"content": "12 C", "name": "get_weather", "tool_call_id": "call_1"}}
+    generic = tools.with_instructions([said, result], tools.NO_TOOLS)
+    assert [m["role"] for m in generic] == ["assistant", "user"] and all(set(m) == {"role", "content"} for m in generic)
+    assert json.loads(generic[0]["content"]) == {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
+    assert json.loads(generic[1]["content"]) == {"tool_result": {"content": "12 C", "name": "get_weather", "tool_call_id": "call_1"}}
+
+
+def test_a_tool_aware_template_gets_tool_turns_and_the_tools():
+    p = replace(tools.plan([WEATHER, TIME], "required"), format=tool_formats.HERMES)
+    said = tools.past_calls([("get_weather", '{"city": "Oslo"}', "call_1")], "Let me look.")
+    native = tools.with_instructions([{"role": "user", "content": "Oslo?"}, said, tools.past_result("12 C", call="call_1")], p)
+    assert native[0] == {"role": "user", "content": "Oslo?"}  # no instructions: the template tells the tools
+    assert native[1]["content"] == "Let me look."
+    assert json.loads(native[1]["tool_calls"]) == [{"name": "get_weather", "arguments": {"city": "Oslo"}, "id": "call_1"}]
+    assert native[2] == {"role": "tool", "content": "12 C", "tool_call_id": "call_1"}
+    options = tools.sampling_options(p)
+    assert [t["function"]["name"] for t in options["tools"]] == ["get_weather", "get_time"]
+    assert options["assistant_prefix"] == "<tool_call>\n"
+    jsonschema.validate({"name": "get_time", "arguments": {}}, json.loads(options["json_schema"]))
+    # auto: the tools told, nothing forced
+    assert set(tools.sampling_options(replace(p, choice="auto"))) == {"tools"}
+
+
+QWEN_LIKE = "{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools> in <tool_call></tool_call> tags{% endif %}"
+LLAMA31_LIKE = "<|start_header_id|>ipython<|end_header_id|>{% if tools %}{{ tools }}{% endif %}<|eot_id|>"
+
+
+@pytest.mark.parametrize("template, fmt", [
+    (QWEN_LIKE, tool_formats.HERMES),
+    ("{% if tools %}[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS]{% endif %}[TOOL_CALLS]", tool_formats.MISTRAL),
+    (LLAMA31_LIKE, tool_formats.LLAMA3),
+    ("{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}", None),  # SmolLM2's: no tools
+    ("{% if tools %}{{ tools }}{% endif %}", None),  # tools in a syntax not known here: the generic form
+    (None, None),
+])
+def test_templates_are_told_apart(template, fmt):
+    assert tool_formats.detect(template) is fmt
+
+
+@pytest.mark.parametrize("fmt, answer, text, calls", [
+    (tool_formats.HERMES, 'Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n'
+                          '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+     "Sure.", [("get_weather", {"city": "Oslo"}), ("get_time", {})]),
+    (tool_formats.HERMES, '<tool_call>\n{"name": "get_time", "arguments": "{}"}', "", [("get_time", {})]),  # cut before its end tag
+    (tool_formats.HERMES, "No call here.", "No call here.", []),
+    (tool_formats.MISTRAL, '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}, {"name": "get_time", "arguments": {}}]',
+     "", [("get_weather", {"city": "Oslo"}), ("get_time", {})]),
+    (tool_formats.MISTRAL, '[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}', "", [("get_weather", {"city": "Oslo"})]),
+    (tool_formats.LLAMA3, '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Oslo"}}', "", [("get_weather", {"city": "Oslo"})]),
+    (tool_formats.LLAMA3, "It is sunny {probably}.", "It is sunny {probably}.", []),
+])
+def test_each_syntax_is_read_back(fmt, answer, text, calls):
+    assert fmt.read(answer) == (text, calls)
+
+
+@pytest.mark.parametrize("fmt, answer", [
+    (tool_formats.HERMES, 'Let me check.\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'),
+    (tool_formats.MISTRAL, 'Let me check.[TOOL_CALLS][{"name": "get_time", "arguments": {}}]'),
+    (tool_formats.LLAMA3, '{"name": "get_time", "parameters": {}}'),
+    (tool_formats.HERMES, "Just text, with a < and a <tool in it."),
+])
+@given(cuts=st.lists(st.integers(0, 90), max_size=12))
+def test_native_text_streams_up_to_the_call_however_it_is_cut(fmt, answer, cuts):
+    p = replace(tools.plan([WEATHER, TIME], "auto"), format=fmt)
+    whole_text, whole_calls = tools.parse(answer, p)
+    shown, calls = _streamed(answer, cuts, p)
+    assert shown.rstrip() == (whole_text or "").rstrip()
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in whole_calls]
+    assert "<tool_call" not in shown and "[TOOL_CALLS" not in shown and '{"name"' not in shown
 
 
 def _streamed(text: str, cuts: list[int], p: tools.Plan) -> tuple[str, tuple]:

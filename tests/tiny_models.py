@@ -70,6 +70,20 @@ def write_tiny_gpt2_ggml(path: Path, *, n_ctx: int = 128, n_embd: int = 32, n_he
     return path
 
 
+# A chat template that renders tools and tool turns the way Qwen 2.5's and
+# Hermes 3's do (tools in <tools>, calls in <tool_call>, results in
+# <tool_response>), cut down to what a test needs.
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n<tools>\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools>\n"
+    "Call a function with <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>.<|im_end|>\n{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n{{ m.content }}"
+    "{% for c in m.tool_calls %}<tool_call>\n{\"name\": \"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{%- elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{%- else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}"
+    "{%- endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -77,7 +91,7 @@ CHAT_TEMPLATE = (
 
 
 def write_tiny_llama_gguf(path: Path, *, n_ctx: int = 256, n_embd: int = 64, n_head: int = 4, n_layer: int = 2, seed: int = 0,
-                          architecture: str = "llama") -> Path:
+                          architecture: str = "llama", chat_template: str | None = None) -> Path:
     """``architecture``: another name makes a well-formed file that llama.cpp refuses to load."""
     import gguf
 
@@ -112,7 +126,7 @@ def write_tiny_llama_gguf(path: Path, *, n_ctx: int = 256, n_embd: int = 64, n_h
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template or CHAT_TEMPLATE)
     writer.add_tensor("token_embd.weight", w(n_vocab, n_embd))
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     writer.add_tensor("output.weight", w(n_vocab, n_embd))

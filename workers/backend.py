@@ -111,9 +111,9 @@ class Backend(ABC):
         the user."""
 
     @abstractmethod
-    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, list[str]]:
         """The prompt text for a conversation, with the stop strings its
-        template implies."""
+        template implies; ``tools`` for a template that renders them."""
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:

@@ -61,8 +61,8 @@ class CTransformersBackend(Backend):
             "chat_template": "catalog" if self.spec.get("chat_template") else "default",
         }
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
-        return self.template.render(messages=messages, add_generation_prompt=True), list(self.template_stop)
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, list[str]]:
+        return self.template.render(messages=messages, tools=tools, add_generation_prompt=True), list(self.template_stop)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text))

@@ -25,7 +25,7 @@ class EchoBackend(Backend):
     def load(self) -> dict[str, Any]:
         return {"context_length": self.spec["context_length"], "threads": 0, "architecture": "echo"}
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, list[str]]:
         return messages[-1]["content"], []
 
     def count_tokens(self, text: str) -> int:

@@ -111,12 +111,12 @@ class LlamaCppBackend(Backend):
             add_generation_prompt=True,
         )
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[str, list[str]]:
         if self.formatter is None:
             # A GGUF without a template: a plain transcript still works.
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
             return text, ["\nuser:"]
-        response = self.formatter(messages=messages)
+        response = self.formatter(messages=messages, tools=tools)
         return response.prompt, [s for s in response.stop if s]
 
     def tokenize(self, text: str) -> list[int]:

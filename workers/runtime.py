@@ -18,6 +18,7 @@ decoding at the next token; a finished or cancelled one leaves at once.
 from __future__ import annotations
 
 import array
+import json
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ from corral.supervisor import protocol
 from corral.supervisor.errors import BadRequest, CorralError, GenerationFailed, ModelLoadFailed
 from corral.supervisor.logs import get_logger
 from corral.workers.backend import Backend, Sampling, Usage
-from corral.workers.chat_context import fit_conversation
+from corral.workers.chat_context import fit_conversation, template_message
 
 log = get_logger()
 
@@ -174,11 +175,13 @@ class WorkerRuntime:
             try:
                 sampling = Sampling.from_options(request.options, self.backend.spec.get("stop") or ())
                 if isinstance(request, protocol.Chat):
-                    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+                    messages = [template_message(m) for m in request.messages]
+                    tools = json.loads(request.tools) if request.tools else None
                     if request.truncate:
                         messages, run.dropped = fit_conversation(self.backend, messages, self.context_length,
-                                                                 sampling.max_tokens)
-                    prompt, template_stop = self.backend.chat_prompt(messages)
+                                                                 sampling.max_tokens, tools)
+                    prompt, template_stop = self.backend.chat_prompt(messages, tools)
+                    prompt += request.assistant_prefix or ""
                     sampling.stop = list(dict.fromkeys([*sampling.stop, *template_stop]))
                 else:
                     prompt = request.prompt
