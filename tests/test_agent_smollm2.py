@@ -2,11 +2,16 @@
 cases the tiny random llama covers for shape (test_agent_*), here with a
 real model's choices: a named and a streamed tool call through the
 `openai` SDK, a Responses conversation carried on by previous_response_id,
-and the `anthropic` SDK's stream, `tool_use` with `any`, and count_tokens."""
+and the `anthropic` SDK's stream, `tool_use` with `any`, and count_tokens;
+`llm -T` with a tool."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from importlib.metadata import version
 
 import anthropic
 import jsonschema
@@ -81,3 +86,16 @@ def test_anthropic_stream_tool_use_and_count_tokens(gateway):
     told = client.messages.count_tokens(model=SMOLLM2, messages=ASK, tools=ANTHROPIC_TOOLS).input_tokens
     # the tools' description goes into the prompt, so it costs tokens
     assert 5 < plain < told
+
+
+def test_llm_calls_a_tool_through_corral(gateway, tmp_path):
+    """simonw's `llm` with the README's settings: `-T` sends the tool and
+    the model's call comes back to llm, which runs it."""
+    (tmp_path / "extra-openai-models.yaml").write_text(
+        f'- model_id: corral-smollm2\n  model_name: {SMOLLM2}\n  api_base: "{gateway.url}/v1"\n  supports_tools: true\n')
+    done = subprocess.run([shutil.which("llm") or "llm", "-m", "corral-smollm2", "-T", "llm_version", "--td", "--cl", "2",
+                           "-o", "temperature", "0", "Which version of llm is installed? Use the tool."],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "LLM_USER_PATH": str(tmp_path)})
+    said = done.stdout + done.stderr  # --td writes the calls to stderr
+    assert "does not support tools" not in said
+    assert "Tool call: llm_version({})" in said and version("llm") in said, said
