@@ -69,6 +69,9 @@ def api_routes() -> list[BaseRoute]:
     table: list[BaseRoute] = []
     for prefix in OPENAI_PREFIXES:
         table += openai_routes.routes(prefix) + responses_routes.routes(prefix) + anthropic_routes.routes(prefix)
+    # Docker Model Runner also serves Anthropic's routes under /anthropic and
+    # the Responses API at /responses
+    table += anthropic_routes.routes("/anthropic/v1") + responses_routes.routes("")
     table += ollama_routes.routes() + engines_routes.routes()
     table += [
         Route("/metrics", metrics_route, methods=["GET"]),

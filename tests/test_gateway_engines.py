@@ -113,3 +113,14 @@ def test_a_store_model_is_listed_and_answered_by_name(gateway, tiny_files, corra
         r = http.post("/v1/completions", json={"model": "test/packaged:v1", "prompt": "Hi", "max_tokens": 3})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_docker_model_runners_anthropic_and_responses_paths(gateway):
+    """DMR serves Anthropic Messages under /anthropic and Responses at /responses too."""
+    with gateway.client() as http:
+        message = http.post("/anthropic/v1/messages", json={"model": ECHO, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]})
+        assert message.status_code == 200 and message.json()["content"][0]["text"] == "tok tok "
+        bad = http.post("/anthropic/v1/messages", json={"model": ECHO, "messages": []})
+        assert bad.status_code == 400 and bad.json()["type"] == "error"  # Anthropic's error shape there too
+        response = http.post("/responses", json={"model": ECHO, "input": "echo:hello", "store": False})
+        assert response.status_code == 200 and response.json()["output"][0]["content"][0]["text"] == "hello"
