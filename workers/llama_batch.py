@@ -215,17 +215,20 @@ class Engine:
         logits' log-softmax, before any sampler), and the ``top`` likeliest."""
         if self._row_type is None:  # np.ctypeslib.as_array makes a ctypes type per call: 10% of decode
             self._row_type = ctypes.POINTER(ctypes.c_float * self.n_vocab)
+            self._scratch = np.empty(self.n_vocab, dtype=np.float32)
         row = ctypes.cast(L.llama_get_logits_ith(self.ctx, index), self._row_type).contents
         logits = np.frombuffer(row, dtype=np.float32)
+        # log-sum-exp in one scratch row: no vocabulary-sized allocation per token
         top_logit = logits.max()
-        log_total = np.log(np.exp(logits - top_logit).sum()) + top_logit
-        logprobs = logits - log_total
+        scratch = self._scratch
+        np.subtract(logits, top_logit, out=scratch)
+        np.exp(scratch, out=scratch)
+        log_total = float(np.log(scratch.sum(dtype=np.float64))) + float(top_logit)
         best: list = []
         if top:
-            ids = np.argpartition(-logprobs, top - 1)[:top]
-            ids = ids[np.argsort(-logprobs[ids])]
-            best = [(self.token_bytes(int(i)), float(logprobs[i])) for i in ids]
-        return self.token_bytes(token), float(logprobs[token]), best
+            ids = likeliest(logits, top)
+            best = [(self.token_bytes(int(i)), float(logits[i]) - log_total) for i in ids]
+        return self.token_bytes(token), float(logits[token]) - log_total, best
 
     # -- leaving ---------------------------------------------------------------
 
@@ -279,3 +282,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
         n += 1
     return n
 
+
+
+def likeliest(logits: np.ndarray, top: int) -> np.ndarray:
+    """The ids of the ``top`` largest logits, largest first. A partition of
+    the whole vocabulary costs 0.4 ms a token (49k entries), 4% of decode;
+    the ``top``-th largest of every 64th logit is a floor that at least
+    ``top`` logits reach, so only those few hundred are partitioned
+    (0.03 ms). Exact: the whole row is the fallback when the floor leaves
+    fewer than ``top``."""
+    sample = logits[::64]
+    floor = np.partition(sample, -min(top, len(sample)))[-min(top, len(sample))]
+    candidates = np.flatnonzero(logits >= floor)
+    if len(candidates) < top:
+        candidates = np.arange(len(logits))
+    ids = candidates[np.argpartition(logits[candidates], -top)[-top:]] if len(candidates) > top else candidates
+    return ids[np.argsort(-logits[ids], kind="stable")]
