@@ -133,7 +133,13 @@ def test_stored_responses_outlive_the_gateway(gateway):
     first = client.responses.create(model=ECHO, input="echo:kept across restarts")
     old_pid = gateway.pid()
     os.kill(old_pid, signal.SIGKILL)
-    wait_for(lambda: port_open("127.0.0.1", gateway.port) and gateway.pid() != old_pid, timeout=60)
+    def restarted() -> bool:
+        try:
+            return gateway.pid() != old_pid
+        except AssertionError:  # nothing listens: the old one gone, the new one not up yet
+            return False
+
+    wait_for(restarted, timeout=60)
     assert client.responses.retrieve(first.id).output_text == "kept across restarts"
     follow = client.responses.create(model=ECHO, input="Hi", previous_response_id=first.id, max_output_tokens=1)
     assert follow.previous_response_id == first.id

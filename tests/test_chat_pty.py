@@ -333,16 +333,18 @@ PARAGRAPH = (
     "Here is a long note about my garden that I would like you to keep in mind. "
     "The garden has tomatoes, beans, peas, carrots, onions and a row of sunflowers along the fence. "
     "Every morning I water the beds, pull the weeds and check the leaves for slugs and aphids. "
-) * 6
+) * 2
 
 
 @pytest.mark.e2e
-def test_a_2048_token_conversation_keeps_answering():
-    """Seven turns of ~400 tokens: the sixth no longer fits with the others."""
-    child = spawn("run", SMOLLM2, "--temperature", "0", "--max-tokens", "32", "--verbose")
-    child.timeout = 600  # hang guard: ~2,000-token prompts on a busy 2-core machine
-    outputs = converse(child, [f"{PASTE_START}Note {i}. {PARAGRAPH}\nWhat is note {i} about?{PASTE_END}" for i in range(7)])
-    dropped = [i for i, out in enumerate(outputs) if "(older turns dropped to fit the 2048-token context)" in out]
+def test_a_conversation_longer_than_the_context_keeps_answering():
+    """Six turns of ~150 tokens in a 768-token context (a third of
+    SmolLM2's, so that each prompt costs a third): the fourth no longer
+    fits with the others."""
+    child = spawn("run", SMOLLM2, "--temperature", "0", "--max-tokens", "32", "--verbose", "--context-length", "768")
+    child.timeout = 600  # hang guard: long prompts on a busy 2-core machine
+    outputs = converse(child, [f"{PASTE_START}Note {i}. {PARAGRAPH}\nWhat is note {i} about?{PASTE_END}" for i in range(6)])
+    dropped = [i for i, out in enumerate(outputs) if "(older turns dropped to fit the 768-token context)" in out]
     assert dropped and dropped[0] < len(outputs) - 1, outputs  # and a turn after it was answered too
     assert not any("Error" in out for out in outputs), outputs
     leave(child)
