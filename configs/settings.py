@@ -74,6 +74,7 @@ class Settings:
     api_key: str | None = None
     http_origins: tuple[str, ...] = ()
     stall_timeout: float = 20.0  # a transfer silent this long is stalled
+    default_model: str | None = None  # what llama-server's routes run when a request names no model
     http_read_timeout: float = 10.0  # a request's head must arrive, its body not pause, within this
     http_max_connections: int | None = None  # None: what the file limit allows
 
@@ -203,6 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_key=str(raw["api_key"]) or None,
         http_origins=tuple(o.strip() for o in str(raw["http_origins"]).split(",") if o.strip()),
         stall_timeout=parse_duration(raw["stall_timeout"], "stall_timeout") or 20.0,
+        default_model=str(raw["default_model"]).strip() or None,
         http_read_timeout=parse_duration(raw["http_read_timeout"], "http_read_timeout") or 10.0,
         http_max_connections=None if str(raw["http_max_connections"]).lower() == "auto"
         else integer("http_max_connections", 8),

@@ -18,7 +18,7 @@ import contextlib
 import traceback
 from importlib import resources
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +29,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.configs.settings import Settings
-from corral.gateway import anthropic_routes, engines_routes, ollama_routes, openai_routes, responses_routes, ui_page
+from corral.gateway import (anthropic_routes, engines_routes, llama_server_routes, ollama_routes, openai_routes,
+                            responses_routes, ui_page)
 from corral.gateway.config import MAX_BODY_BYTES, GatewayConfig
 from corral.gateway.disconnect import ClientGone
 from corral.gateway.errors import HTTPError, error_response
@@ -65,6 +66,19 @@ def static_folder() -> Path | None:
     return folder if (folder / "index.html").is_file() else None
 
 
+class PreflightNoContent(CORSMiddleware):
+    """Starlette's CORS handling, with an allowed preflight answered 204 No
+    Content (as llama-server and browsers' own servers do) instead of a 200
+    carrying "OK"; a refused one stays a 400."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 200:
+            return answer
+        headers = {k: v for k, v in answer.headers.items() if k not in ("content-length", "content-type")}
+        return Response(status_code=204, headers=headers)
+
+
 def api_routes() -> list[BaseRoute]:
     table: list[BaseRoute] = []
     for prefix in OPENAI_PREFIXES:
@@ -72,6 +86,9 @@ def api_routes() -> list[BaseRoute]:
     # Docker Model Runner also serves Anthropic's routes under /anthropic and
     # the Responses API at /responses
     table += anthropic_routes.routes("/anthropic/v1") + responses_routes.routes("")
+    # llama-server serves the OpenAI routes at the root too (but /models is
+    # Docker Model Runner's there), and its own /completion, /health, /props
+    table += [r for r in openai_routes.routes("") if not r.path.startswith("/models")] + llama_server_routes.routes()
     table += ollama_routes.routes() + engines_routes.routes()
     table += [
         Route("/metrics", metrics_route, methods=["GET"]),
@@ -171,7 +188,7 @@ def build_app(settings: Settings, config: GatewayConfig) -> ASGIApp:
     app.state.responses = Store(settings.home / "responses.db")
     outer: ASGIApp = KeyAndBodyLimit(app, config, MAX_BODY_BYTES)
     if config.origins:
-        outer = CORSMiddleware(
+        outer = PreflightNoContent(
             outer,
             allow_origins=list(config.origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],

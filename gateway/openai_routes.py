@@ -144,6 +144,8 @@ async def chat_completions(request: Request) -> Response:
     model = sampling.model_name(req.model)
     plan = rs.for_model(request, model, sampling.openai_tools(req))
     options = sampling.openai_options(req, max_tokens=req.max_completion_tokens or req.max_tokens, response_format=req.response_format)
+    if plan.active and "grammar" in options:
+        raise BadRequest("grammar: cannot be combined with tools; send one of them")
     options.update(tools.sampling_options(plan))
     messages = tools.with_instructions(sampling.openai_messages(req.messages), plan)
     return await _answer(request, req, "chat", model, messages, options, plan)

@@ -84,6 +84,10 @@ def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, resp
         options["json_schema"] = json_schema_text(None)
     elif isinstance(response_format, schemas.ResponseFormatJSONSchema):
         options["json_schema"] = json_schema_text(response_format.json_schema.schema)
+    if req.grammar is not None:
+        if "json_schema" in options:
+            raise BadRequest("grammar: cannot be combined with a JSON response_format; send one of them")
+        options["grammar"] = req.grammar
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -28,6 +28,10 @@ Stop = str | Annotated[list[Annotated[str, Meta(max_length=256)]], Meta(max_leng
 KeepAlive = Annotated[str, Meta(max_length=32)] | float
 
 
+# GBNF text; a grammar past this size is a 400, not a worker's work
+Grammar = Annotated[str, Meta(max_length=256 * 1024)]
+
+
 class Sampling(Struct, kw_only=True):
     """Sampling fields shared by the OpenAI routes (with llama-server's
     extensions top_k, min_p, repeat_penalty)."""
@@ -42,6 +46,7 @@ class Sampling(Struct, kw_only=True):
     stop: Stop | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    grammar: Grammar | None = None  # llama-server's: GBNF the answer must match
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -141,6 +146,32 @@ class CompletionRequest(Sampling, kw_only=True):
     echo: bool = False
     suffix: str | None = None
     logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None  # the legacy API: alternatives per token
+
+
+class LlamaCompletionRequest(Struct, kw_only=True):
+    """llama-server's native POST /completion (fields it has that corral
+    does not use, such as mirostat, are ignored as llama-server ignores
+    what it does not know)."""
+
+    prompt: str | Annotated[list[Annotated[int, Meta(ge=0, le=2**31 - 1)]], Meta(max_length=1_000_000)]
+    model: ModelName | None = None
+    n_predict: Annotated[int, Meta(ge=-1, le=2**31 - 1)] | None = None
+    stream: bool = False
+    temperature: Annotated[float, Meta(ge=0, le=100)] | None = None
+    top_k: Annotated[int, Meta(ge=0, le=100_000)] | None = None
+    top_p: TopP | None = None
+    min_p: Annotated[float, Meta(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Meta(gt=0, le=10)] | None = None
+    repeat_last_n: Annotated[int, Meta(ge=-1, le=2**31 - 1)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Seed | None = None
+    stop: Annotated[list[Annotated[str, Meta(max_length=256)]], Meta(max_length=16)] | None = None
+    grammar: Grammar | None = None
+    json_schema: dict[str, Any] | None = None
+    n_probs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    cache_prompt: bool = True  # corral's engine reuses a prompt's cells whenever it can
+    id_slot: int | None = None
 
 
 class EmbeddingRequest(Struct, kw_only=True):

@@ -59,7 +59,11 @@ def test_listed_origins_get_cors(gateway_factory):
         pre = http.options("/v1/chat/completions", headers={
             "Origin": "https://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type",
         })
-        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://app.example"
+        # 204 No Content, as llama-server answers a preflight
+        assert pre.status_code == 204 and pre.headers["access-control-allow-origin"] == "https://app.example" and not pre.content
+        assert "POST" in pre.headers["access-control-allow-methods"]
+        refused = http.options("/v1/chat/completions", headers={"Origin": "https://other.example", "Access-Control-Request-Method": "POST"})
+        assert refused.status_code >= 400 and "access-control-allow-origin" not in refused.headers
         r = http.post("/v1/chat/completions", json=HI, headers={"Origin": "http://localhost:3000"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
         assert http.post("/v1/chat/completions", json=HI, headers={"Origin": "https://other.example"}).status_code == 403

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from typing import Any, Mapping
 
 from corral.workers.backend import SAMPLING_DEFAULTS
@@ -91,7 +92,8 @@ def build_sampler(settings: Mapping[str, Any], vocab: Any, n_vocab: int) -> Any:
         grammar = L.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
         if not grammar:
             L.llama_sampler_free(chain)
-            raise ValueError("the grammar does not parse as GBNF with a 'root' rule; fix the grammar")
+            reason = grammar_error(lambda: L.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root"))
+            raise ValueError(f"grammar: {reason}; fix the grammar")
         add(grammar)
     penalties = (settings["repeat_penalty"], settings["frequency_penalty"], settings["presence_penalty"])
     if settings["repeat_last_n"] != 0 and penalties != (1.0, 0.0, 0.0):
@@ -109,3 +111,49 @@ def build_sampler(settings: Mapping[str, Any], vocab: Any, n_vocab: int) -> Any:
     seed = settings["seed"]
     add(L.llama_sampler_init_dist((seed if seed is not None else random.getrandbits(32)) & 0xFFFFFFFF))
     return chain
+
+
+
+def grammar_error(parse: Any) -> str:
+    """Why ``parse()`` (a grammar sampler's init) failed, in llama.cpp's own
+    words ("Undefined rule identifier 'foo'", "left recursion detected ...").
+    llama.cpp writes the reason to stderr, some of it only at a log level
+    llama-cpp-python drops, so the parse is run once more with its log on
+    and the process's stderr sent to a file; the rest of what was written
+    meanwhile goes on to the worker's log."""
+    import os
+    import tempfile
+
+    from llama_cpp._logger import set_verbose
+
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        set_verbose(True)
+        try:
+            sampler = parse()
+        finally:
+            set_verbose(False)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if sampler:
+            import llama_cpp as L
+
+            L.llama_sampler_free(sampler)
+        caught.seek(0)
+        text = caught.read(64 * 1024).decode("utf-8", "replace")
+    sys.stderr.write(text)
+    return grammar_reason(text)
+
+
+def grammar_reason(text: str) -> str:
+    """The one line of llama.cpp's output that says what is wrong."""
+    _, found, reason = text.partition("error parsing grammar: ")
+    if found:
+        return " ".join(reason.split("\n\n")[0].split())[:300]
+    for line in text.splitlines():
+        if "grammar" in line and "failed to parse" not in line and line.strip():
+            return " ".join(line.split())[:300]
+    return "it does not parse as GBNF with a 'root' rule"
