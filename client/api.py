@@ -24,9 +24,11 @@ from corral.client.requests import (
     ResponseState,
     call_result,
     chat_payload,
+    generate_payload,
     model_fields,
     model_ref,
     stream_request,
+    tokenizer_answer,
 )
 from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
@@ -85,15 +87,17 @@ class Client:
 
     # -- model requests --------------------------------------------------
 
-    def generate(self, model: str, prompt: str, **kwargs: Any) -> Response:
+    def generate(self, model: str, prompt: str, *, tokens: list[int] | None = None, **kwargs: Any) -> Response:
         """Stream an answer to a raw prompt. Keyword arguments: sampling
         options (temperature, top_p, top_k, min_p, seed, max_tokens, stop,
         repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty,
         grammar, json_schema), load-time settings (keep_alive,
         ignore_memory_check, model_type, context_length), ``debug`` (the
         supervisor's log lines about it, in ``response.logs``) and
-        ``on_log`` (a function called with each of those lines)."""
-        return self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
+        ``on_log`` (a function called with each of those lines). ``tokens``:
+        the prompt as the model's token ids (llama.cpp models; ``prompt``
+        is then "")."""
+        return self._stream(protocol.GENERATE, model, generate_payload(prompt, tokens), kwargs)
 
     def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False,
              tools: list[dict[str, Any]] | None = None, assistant_prefix: str | None = None, **kwargs: Any) -> Response:
@@ -105,6 +109,25 @@ class Client:
         text the answer is made to start with. Other keyword arguments as
         for :meth:`generate`."""
         return self._stream(protocol.CHAT, model, chat_payload(messages, truncate, tools, assistant_prefix), kwargs)
+
+    def tokenize(self, model: str, text: str, *, special: bool = False, pieces: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """The model's token ids for ``text`` (llama.cpp models): ``{"tokens":
+        [...]}``, with each token's bytes under ``"pieces"`` when asked.
+        ``special``: with the BOS token."""
+        return self._tokenizer(model, {"text": text, "special": special, "pieces": pieces}, kwargs)
+
+    def detokenize(self, model: str, tokens: list[int], **kwargs: Any) -> str:
+        """The text of token ids (llama.cpp models)."""
+        return self._tokenizer(model, {"tokens": list(tokens)}, kwargs)["text"]
+
+    def render_chat(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        """The prompt the model's chat template makes of ``messages``."""
+        return self._tokenizer(model, {"messages": list(messages)}, kwargs)["text"]
+
+    def _tokenizer(self, model: str, fields: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        response = Response(self.conn, self.conn.send(protocol.TOKENIZE, **fields, **model_fields(model, **kwargs)), model)
+        response.text()
+        return tokenizer_answer(response.done)
 
     def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict[str, Any]:
         """Embeddings of ``inputs`` (llama.cpp models): ``{"embeddings":

@@ -27,8 +27,8 @@ import zmq
 
 from corral.client.core import MONITOR_EVENTS, ClientCore, configure_socket, monitor_event
 from corral.client.launch import ensure_supervisor
-from corral.client.requests import (BatchResult, BatchRun, ResponseState, call_result, chat_payload, model_fields, model_ref,
-                                    stream_request)
+from corral.client.requests import (BatchResult, BatchRun, ResponseState, call_result, chat_payload, generate_payload, model_fields, model_ref,
+                                    stream_request, tokenizer_answer)
 from corral.configs.settings import Settings, load_settings
 from corral.supervisor import protocol
 from corral.supervisor.errors import CorralError
@@ -151,8 +151,8 @@ class AsyncClient:
 
     # -- the same calls as Client -----------------------------------------
 
-    async def generate(self, model: str, prompt: str, **kwargs: Any) -> AsyncResponse:
-        return await self._stream(protocol.GENERATE, model, {"prompt": prompt}, kwargs)
+    async def generate(self, model: str, prompt: str, *, tokens: list[int] | None = None, **kwargs: Any) -> AsyncResponse:
+        return await self._stream(protocol.GENERATE, model, generate_payload(prompt, tokens), kwargs)
 
     async def chat(self, model: str, messages: list[dict[str, str]], *, truncate: bool = False,
                    tools: list[dict[str, Any]] | None = None, assistant_prefix: str | None = None, **kwargs: Any) -> AsyncResponse:
@@ -162,6 +162,20 @@ class AsyncClient:
         on_log = kwargs.pop("on_log", None)
         fields = stream_request(model, payload, kwargs)
         return AsyncResponse(self, await self._send(op, wakeup, **fields), fields["model"], on_log)
+
+    async def tokenize(self, model: str, text: str, *, special: bool = False, pieces: bool = False, **kwargs: Any) -> dict[str, Any]:
+        return await self._tokenizer(model, {"text": text, "special": special, "pieces": pieces}, kwargs)
+
+    async def detokenize(self, model: str, tokens: list[int], **kwargs: Any) -> str:
+        return (await self._tokenizer(model, {"tokens": list(tokens)}, kwargs))["text"]
+
+    async def render_chat(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        return (await self._tokenizer(model, {"messages": list(messages)}, kwargs))["text"]
+
+    async def _tokenizer(self, model: str, fields: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        response = AsyncResponse(self, await self._send(protocol.TOKENIZE, **fields, **model_fields(model, **kwargs)), model)
+        await response.text()
+        return tokenizer_answer(response.done)
 
     async def embed(self, model: str, inputs: list[str], **kwargs: Any) -> dict[str, Any]:
         rid = await self._send(protocol.EMBED, input=list(inputs), **model_fields(model, **kwargs))

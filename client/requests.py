@@ -5,6 +5,7 @@ the batch's bookkeeping (which prompt runs, which is retried, what is done)."""
 from __future__ import annotations
 
 import array
+import base64
 import json
 import os
 from collections import deque
@@ -44,6 +45,20 @@ def model_fields(model: str, **kwargs: Any) -> dict[str, Any]:
     if seconds is not None:
         fields["keep_alive"] = seconds
     return fields
+
+
+def generate_payload(prompt: str, tokens: list[int] | None = None) -> dict[str, Any]:
+    """The generate-only fields: the prompt, or its token ids."""
+    return {"prompt": prompt, "tokens": list(tokens)} if tokens else {"prompt": prompt}
+
+
+def tokenizer_answer(done: dict[str, Any] | None) -> dict[str, Any]:
+    """A tokenize call's answer: ``tokens`` and ``pieces`` (bytes; the
+    plain-map form of an event carries them as base64), or ``text``."""
+    answer = {k: v for k, v in (done or {}).items() if k in ("tokens", "pieces", "text")}
+    if "pieces" in answer:
+        answer["pieces"] = [base64.b64decode(p) for p in answer["pieces"]]
+    return answer
 
 
 def chat_payload(messages: Iterable[dict[str, Any]], truncate: bool = False, tools: list[dict[str, Any]] | None = None,

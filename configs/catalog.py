@@ -23,6 +23,7 @@ BACKENDS = (LLAMA_CPP, CTRANSFORMERS)
 EMBEDDING_BACKENDS = (LLAMA_CPP,)
 GRAMMAR_BACKENDS = (LLAMA_CPP,)
 LOGPROBS_BACKENDS = (LLAMA_CPP,)
+TOKENIZER_BACKENDS = (LLAMA_CPP,)  # token ids in and out: tokenize, detokenize, prompts as tokens
 BATCHING_BACKENDS = (LLAMA_CPP,)  # decode several sequences together
 # The model of the echo backend, served only with enable_echo_backend.
 ECHO_MODEL = "corral/echo"

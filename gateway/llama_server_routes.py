@@ -1,7 +1,8 @@
 """llama-server's own routes, for tools that speak its API rather than
 OpenAI's: ``POST /completion`` (whole, or streamed as SSE chunks ending in
-one with ``stop: true`` and ``timings``), ``GET /health`` and
-``GET /props``. ``model`` may be left out: the default model
+one with ``stop: true`` and ``timings``; the prompt as text or token ids),
+``POST /tokenize``, ``/detokenize`` and ``/apply-template``, ``GET /health``
+and ``GET /props``. ``model`` may be left out: the default model
 (``CORRAL_DEFAULT_MODEL``) or else the one model loaded runs it. The
 facts /props gives come from the catalog and the model file, so asking
 never starts a worker; the model's path is never shown.
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from corral.configs import catalog
 from corral.gateway import route_support as rs
-from corral.gateway import sampling, schemas
+from corral.gateway import sampling, schemas, tools
 from corral.gateway.route_support import JSONResponse
 from corral.gateway.sse import SSE_HEADERS, EventStream, sse
 from corral.gateway.supervisor_link import Generation
@@ -112,16 +113,51 @@ def _final(model: str, prompt: str, text: str, generation: Generation, probs: bo
 
 async def completion(request: Request) -> Response:
     req = await rs.body(request, schemas.LlamaCompletionRequest)
-    if not isinstance(req.prompt, str):
-        raise BadRequest("prompt: send the prompt as text; corral does not take token ids here yet")
     model = await model_for(request, req.model)
     options = completion_options(req)
+    if isinstance(req.prompt, str):
+        prompt = req.prompt
+    else:  # token ids: the worker checks them against the vocabulary
+        if not req.prompt:
+            raise BadRequest("prompt: the prompt is empty; send text or at least one token id")
+        prompt, options = "", {**options, "tokens": req.prompt}
     if not req.stream:
-        generation, text = await rs.complete(request, "generate", model, req.prompt, options)
-        return JSONResponse(_final(model, req.prompt, text, generation, "logprobs" in options))
-    generation = await rs.open_generation(request, "generate", model, req.prompt, options)
-    return EventStream(_chunks(model, req.prompt, generation, "logprobs" in options), generation.cancel,
+        generation, text = await rs.complete(request, "generate", model, prompt, options)
+        return JSONResponse(_final(model, prompt, text, generation, "logprobs" in options))
+    generation = await rs.open_generation(request, "generate", model, prompt, options)
+    return EventStream(_chunks(model, prompt, generation, "logprobs" in options), generation.cancel,
                        "text/event-stream", SSE_HEADERS)
+
+
+def _piece(raw: bytes) -> str | list[int]:
+    """A token's text as llama-server shows it: a string, or its bytes when
+    they are not whole UTF-8 (part of a character)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(raw)
+
+
+async def tokenize(request: Request) -> Response:
+    req = await rs.body(request, schemas.LlamaTokenizeRequest)
+    model = await model_for(request, req.model)
+    answer = await rs.link(request).tokenizer("tokenize", model, req.content, special=req.add_special, pieces=req.with_pieces)
+    if req.with_pieces:
+        return JSONResponse({"tokens": [{"id": t, "piece": _piece(p)} for t, p in zip(answer["tokens"], answer["pieces"])]})
+    return JSONResponse({"tokens": answer["tokens"]})
+
+
+async def detokenize(request: Request) -> Response:
+    req = await rs.body(request, schemas.LlamaDetokenizeRequest)
+    model = await model_for(request, req.model)
+    return JSONResponse({"content": await rs.link(request).tokenizer("detokenize", model, req.tokens)})
+
+
+async def apply_template(request: Request) -> Response:
+    req = await rs.body(request, schemas.LlamaTemplateRequest)
+    model = await model_for(request, req.model)
+    messages = tools.with_instructions(sampling.openai_messages(req.messages), tools.NO_TOOLS)  # as the wire carries them
+    return JSONResponse({"prompt": await rs.link(request).tokenizer("render_chat", model, messages)})
 
 
 async def _chunks(model: str, prompt: str, generation: Generation, probs: bool) -> AsyncIterator[bytes]:
@@ -179,6 +215,9 @@ async def props(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/completion", completion, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/detokenize", detokenize, methods=["POST"]),
+        Route("/apply-template", apply_template, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/props", props, methods=["GET"]),
     ]

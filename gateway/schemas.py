@@ -174,6 +174,23 @@ class LlamaCompletionRequest(Struct, kw_only=True):
     id_slot: int | None = None
 
 
+class LlamaTokenizeRequest(Struct, kw_only=True):
+    content: Annotated[str, Meta(max_length=4 * 1024 * 1024)]
+    model: ModelName | None = None
+    add_special: bool = False
+    with_pieces: bool = False
+
+
+class LlamaDetokenizeRequest(Struct, kw_only=True):
+    tokens: Annotated[list[Annotated[int, Meta(ge=0, le=2**31 - 1)]], Meta(max_length=1_000_000)]
+    model: ModelName | None = None
+
+
+class LlamaTemplateRequest(Struct, kw_only=True):
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=4096)]
+    model: ModelName | None = None
+
+
 class EmbeddingRequest(Struct, kw_only=True):
     model: ModelName
     input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]

@@ -164,6 +164,11 @@ class SupervisorLink:
             raise
         return generation
 
+    async def tokenizer(self, call: str, model: str, *args: Any, **kwargs: Any) -> Any:
+        """The model's tokenizer or chat template: ``call`` is the client's
+        tokenize, detokenize or render_chat."""
+        return await self._model_call(getattr(self.client, call), model, *args, **kwargs)
+
     async def load(self, model: str, **kwargs: Any) -> dict:
         return await self._model_call(self.client.load, model, **kwargs)
 

@@ -39,6 +39,8 @@ def _capable(spec: catalog.ModelSpec, msg: protocol.ClientRequest) -> None:
     """Refuse at once what the model's backend cannot do."""
     if isinstance(msg, protocol.Embed) and spec.backend not in catalog.EMBEDDING_BACKENDS:
         raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which has no embeddings")
+    if (isinstance(msg, protocol.Tokenize) or getattr(msg, "tokens", None)) and spec.backend not in catalog.TOKENIZER_BACKENDS:
+        raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which takes and gives text, not token ids")
     options = getattr(msg, "options", None)
     if options is not None and (options.grammar or options.json_schema) and spec.backend not in catalog.GRAMMAR_BACKENDS:
         raise BadRequest(f"{spec.name} runs on the {spec.backend} backend, which cannot constrain output to a grammar or JSON schema")
@@ -50,7 +52,7 @@ def estimate(sup: "Supervisor", spec: catalog.ModelSpec):
     return estimate_memory(spec, parallel=worker_sequences(spec, sup.settings.parallel))
 
 
-def _model_for(sup: "Supervisor", msg: protocol.Generate | protocol.Chat | protocol.Load | protocol.Embed) -> Model:
+def _model_for(sup: "Supervisor", msg: protocol.Generate | protocol.Chat | protocol.Load | protocol.Embed | protocol.Tokenize) -> Model:
     """The table's entry for the requested model, made if it is new. Nothing
     is changed until every check has passed."""
     spec = catalog.resolve(msg.model, sup.settings, model_type=msg.model_type, names_only=msg.names_only)
@@ -72,7 +74,8 @@ def _model_for(sup: "Supervisor", msg: protocol.Generate | protocol.Chat | proto
     return model
 
 
-def on_model_request(sup: "Supervisor", client: bytes, msg: protocol.Generate | protocol.Chat | protocol.Load | protocol.Embed) -> None:
+def on_model_request(sup: "Supervisor", client: bytes,
+                     msg: protocol.Generate | protocol.Chat | protocol.Load | protocol.Embed | protocol.Tokenize) -> None:
     if sup.shutting_down:
         raise ShuttingDown("the supervisor is shutting down; run the command again in a moment")
     if sup.table.find(client, msg.id) is not None:

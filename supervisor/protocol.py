@@ -33,12 +33,14 @@ MAX_TEXT_CHARS = 4 * 1024 * 1024  # a prompt or a message: far past any context
 MAX_MESSAGES = 4096
 MAX_STOP_STRINGS = 32
 MAX_EMBED_INPUTS = 2048
+MAX_PROMPT_TOKENS = 1024 * 1024  # token ids in one prompt
 MAX_TOOLS_BYTES = 1024 * 1024  # tool definitions, or the calls of one turn, as JSON text
 #: The range of integers msgpack carries; the CLI checks the same bounds.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Ops and events by name, for code that builds frames.
 GENERATE, CHAT, LOAD, EMBED, UNLOAD, PS, STATUS, CANCEL, SHUTDOWN = "generate chat load embed unload ps status cancel shutdown".split()
+TOKENIZE = "tokenize"
 TOKEN, DONE, ERROR, RESULT, EMBEDDING, LOG, READY, HEARTBEAT = "token done error result embedding log ready hb".split()
 
 # A worker talks on two sockets: its identity for commands and heartbeats,
@@ -112,6 +114,8 @@ class _ModelRequest(_Request, kw_only=True):
 
 class Generate(_ModelRequest, tag=GENERATE, kw_only=True):
     prompt: Text
+    # the prompt as the model's token ids instead (llama.cpp models): prompt is then ""
+    tokens: Annotated[list[Count], Meta(min_length=1, max_length=MAX_PROMPT_TOKENS)] | None = None
     options: Options = field(default_factory=Options)
 
 
@@ -128,6 +132,18 @@ class Chat(_ModelRequest, tag=CHAT, kw_only=True):
     # text the answer starts with: put after the generation prompt, not sent
     # back (a required tool call's opening marker, say)
     assistant_prefix: Short | None = None
+
+
+class Tokenize(_ModelRequest, tag=TOKENIZE, kw_only=True):
+    """The model's tokenizer and chat template without a generation (llama.cpp
+    models); exactly one of the three is set. The answer is a done event
+    carrying ``tokens`` (and ``pieces``) or ``text``."""
+
+    text: Text | None = None  # -> its token ids
+    special: bool = False  # with the BOS token, and special tokens' text read as those tokens
+    pieces: bool = False  # each token's bytes too
+    tokens: Annotated[list[Count], Meta(max_length=MAX_PROMPT_TOKENS)] | None = None  # -> their text
+    messages: Annotated[list[Message], Meta(min_length=1, max_length=MAX_MESSAGES)] | None = None  # -> the chat prompt
 
 
 class Embed(_ModelRequest, tag=EMBED, kw_only=True):
@@ -147,8 +163,8 @@ Cancel = defstruct("Cancel", [], bases=(_Request,), tag=CANCEL)
 Shutdown = defstruct("Shutdown", [], bases=(_Request,), tag=SHUTDOWN)
 
 
-ClientRequest = Union[Generate, Chat, Load, Embed, Unload, Ps, Status, Cancel, Shutdown]
-ModelRequest = (Generate, Chat, Load, Embed)
+ClientRequest = Union[Generate, Chat, Load, Embed, Tokenize, Unload, Ps, Status, Cancel, Shutdown]
+ModelRequest = (Generate, Chat, Load, Embed, Tokenize)
 
 # -- events: supervisor → client, and worker → supervisor ---------------------
 
@@ -190,6 +206,10 @@ class Done(_Event, tag=DONE, kw_only=True):
     load_ms: float | None = None  # the request waited for the model to load
     dropped_messages: Count | None = None  # turns a truncated chat left out
     stop_sequence: Short | None = None  # the stop string that ended the answer
+    # answers to tokenize: token ids (and their bytes), or text
+    tokens: list[int] | None = None
+    pieces: list[bytes] | None = None
+    text: str | None = None
     # answers to load and unload
     model: str | None = None
     pid: int | None = None
@@ -245,7 +265,7 @@ class Work(_Command, tag="work", kw_only=True):
     """A client's request handed to a worker, with the supervisor's number."""
 
     rid: Count
-    request: Generate | Chat | Embed
+    request: Generate | Chat | Embed | Tokenize
 
 
 class WorkCancel(_Command, tag=CANCEL, kw_only=True):
@@ -372,6 +392,6 @@ def error(id: int | str | None, exc: CorralError, rid: int = 0) -> bytes:
     return encode(Error(id=id, rid=rid, code=exc.code, message=exc.message[: 64 * 1024]))
 
 
-def work(rid: int, msg: Generate | Chat | Embed) -> bytes:
+def work(rid: int, msg: Generate | Chat | Embed | Tokenize) -> bytes:
     """The command that hands a client's request to a worker."""
     return encode(Work(rid=rid, request=msg))

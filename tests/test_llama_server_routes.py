@@ -10,6 +10,8 @@ import json
 import pytest
 from gateway_fixture import ECHO, gateway, gateway_factory, ps_rows  # noqa: F401  (fixtures)
 
+from conftest import SMOLLM2
+
 pytestmark = pytest.mark.integration
 
 YES_NO = 'root ::= "yes" | "no"'
@@ -44,8 +46,10 @@ def test_grammar_holds_the_answer_on_every_route(tiny):
             assert native["content"] in ("yes", "no") and native["stop_type"] == "eos"
         chat = http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "Is it?"}],
                                                        "grammar": YES_NO, "max_tokens": 10})
+        assert chat.status_code == 200, chat.text
         assert chat.json()["choices"][0]["message"]["content"] in ("yes", "no")
         legacy = http.post("/v1/completions", json={"model": model, "prompt": "Is it?", "grammar": YES_NO, "max_tokens": 10})
+        assert legacy.status_code == 200, legacy.text
         assert legacy.json()["choices"][0]["text"] in ("yes", "no")
 
 
@@ -101,3 +105,26 @@ def test_openai_routes_at_the_root(gateway):
         legacy = http.post("/completions", json={"model": ECHO, "prompt": "Hi", "max_tokens": 1})
         assert legacy.json()["object"] == "text_completion"
         assert http.get("/models").status_code == 200  # still Docker Model Runner's list there
+
+
+def test_tokenize_detokenize_apply_template_and_token_prompts(gateway):
+    """On SmolLM2, as a front end counts tokens and renders its prompt."""
+    with gateway.client() as http:
+        ids = http.post("/tokenize", json={"model": SMOLLM2, "content": "Hello world"}).json()["tokens"]
+        assert len(ids) == 2 and all(isinstance(i, int) for i in ids)
+        pieces = http.post("/tokenize", json={"model": SMOLLM2, "content": "Hello world", "with_pieces": True}).json()["tokens"]
+        assert pieces == [{"id": ids[0], "piece": "Hello"}, {"id": ids[1], "piece": " world"}]
+        assert http.post("/detokenize", json={"model": SMOLLM2, "tokens": ids}).json() == {"content": "Hello world"}
+        prompt = http.post("/apply-template", json={"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi"}]}).json()["prompt"]
+        assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        # the same prompt as text and as its tokens: the same greedy answer
+        as_text = http.post("/completion", json={"model": SMOLLM2, "prompt": "The capital of France is", "n_predict": 4, "temperature": 0}).json()
+        tokens = http.post("/tokenize", json={"model": SMOLLM2, "content": "The capital of France is"}).json()["tokens"]
+        as_ids = http.post("/completion", json={"model": SMOLLM2, "prompt": tokens, "n_predict": 4, "temperature": 0}).json()
+        assert as_ids["content"] == as_text["content"] and as_ids["tokens_evaluated"] == len(tokens)
+        for path, body in (("/completion", {"prompt": [1, 2, 10**9]}), ("/detokenize", {"tokens": [10**9]})):
+            bad = http.post(path, json={"model": SMOLLM2, **body})
+            assert bad.status_code == 400 and "not in the vocabulary" in bad.json()["error"]["message"], bad.text
+        echo = http.post("/tokenize", json={"model": ECHO, "content": "hi"})
+        assert echo.status_code == 400 and "token ids" in echo.json()["error"]["message"]
+        assert http.post("/completion", json={"model": SMOLLM2, "prompt": "Hi", "n_predict": 1}).status_code == 200

@@ -119,6 +119,18 @@ class Backend(ABC):
     def count_tokens(self, text: str) -> int:
         ...
 
+    # -- token ids (TOKENIZER_BACKENDS only; the supervisor refuses the rest) --
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``special``: with the BOS token."""
+        raise ValueError(f"the {self.name} backend gives no token ids")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        raise ValueError(f"the {self.name} backend takes no token ids")
+
+    def token_bytes(self, token: int) -> bytes:
+        raise ValueError(f"the {self.name} backend gives no token ids")
+
     def stream(self, prompt: str, sampling: Sampling, usage: Usage) -> Iterator[str]:
         """Yield text pieces for one prompt as they are decoded, filling in
         ``usage``. Closing the generator early must stop the work. Raise
@@ -129,9 +141,12 @@ class Backend(ABC):
     # The defaults run stream() generators side by side; a batching engine
     # overrides all four.
 
-    def start(self, rid: int, prompt: str, sampling: Sampling, usage: Usage) -> None:
+    def start(self, rid: int, prompt: str, sampling: Sampling, usage: Usage, tokens: list[int] | None = None) -> None:
         """Admit a sequence; it makes progress from the next :meth:`step`.
-        Raise ValueError with a one-line message for a prompt that cannot fit."""
+        ``tokens``: the prompt as token ids (TOKENIZER_BACKENDS). Raise
+        ValueError with a one-line message for a prompt that cannot fit."""
+        if tokens:
+            raise ValueError(f"the {self.name} backend takes prompts as text, not token ids")
         self._streams[rid] = (self.stream(prompt, sampling.filled(SAMPLING_DEFAULTS), usage), usage)
 
     def step(self) -> list[tuple[int, str, bool]]:

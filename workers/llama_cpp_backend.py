@@ -119,9 +119,23 @@ class LlamaCppBackend(Backend):
         response = self.formatter(messages=messages, tools=tools)
         return response.prompt, [s for s in response.stop if s]
 
-    def tokenize(self, text: str) -> list[int]:
+    def prompt_tokens(self, text: str) -> list[int]:
         # A template writes its own BOS and special tokens as text.
         return self.model.tokenize(text.encode(), not text.startswith(self._bos_text), True)
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.model.tokenize(text.encode(), special, True)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self._piece(self._known(t)) for t in tokens).decode("utf-8", "replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._piece(self._known(token))
+
+    def _known(self, token: int) -> int:
+        if not 0 <= token < self.n_vocab:
+            raise ValueError(f"token id {token} is not in the vocabulary (0 to {self.n_vocab - 1})")
+        return token
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text.encode(), False, True))
@@ -135,10 +149,10 @@ class LlamaCppBackend(Backend):
 
     # -- the step contract ---------------------------------------------------
 
-    def start(self, rid: int, prompt: str, sampling: Sampling, usage: Usage) -> None:
+    def start(self, rid: int, prompt: str, sampling: Sampling, usage: Usage, tokens: list[int] | None = None) -> None:
         from corral.workers.llama_sampling import build_sampler, resolve_sampling
 
-        tokens = self.tokenize(prompt)
+        tokens = [self._known(t) for t in tokens] if tokens else self.prompt_tokens(prompt)
         if not tokens:
             raise ValueError("the prompt is empty; send some text")
         settings = resolve_sampling(sampling, self.sampling_defaults)

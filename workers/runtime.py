@@ -171,6 +171,9 @@ class WorkerRuntime:
             if isinstance(request, protocol.Embed):
                 self._embed(job.rid, request)
                 continue
+            if isinstance(request, protocol.Tokenize):
+                self._tokenize(job.rid, request)
+                continue
             run = Running(job)
             try:
                 sampling = Sampling.from_options(request.options, self.backend.spec.get("stop") or ())
@@ -185,7 +188,7 @@ class WorkerRuntime:
                     sampling.stop = list(dict.fromkeys([*sampling.stop, *template_stop]))
                 else:
                     prompt = request.prompt
-                self.backend.start(job.rid, prompt, sampling, run.usage)
+                self.backend.start(job.rid, prompt, sampling, run.usage, tokens=getattr(request, "tokens", None))
             except Exception as exc:
                 self._send(protocol.error(request.id, _as_error(exc), rid=job.rid))
                 continue
@@ -253,6 +256,25 @@ class WorkerRuntime:
         elapsed = (time.monotonic() - started) * 1000
         self._done(rid, request.id, stopped="stop", usage=protocol.Usage(prompt_tokens=tokens),
                    timings=protocol.Timings(ttft_ms=elapsed, total_ms=elapsed))
+
+    def _tokenize(self, rid: int, request: protocol.Tokenize) -> None:
+        """Answered at once, between decode steps: a tokenizer call or a
+        template render takes well under a step's time."""
+        try:
+            if request.text is not None:
+                tokens = self.backend.tokenize(request.text, special=request.special)
+                pieces = [self.backend.token_bytes(t) for t in tokens] if request.pieces else None
+                answer: dict = {"tokens": tokens, "pieces": pieces}
+            elif request.tokens is not None:
+                answer = {"text": self.backend.detokenize(list(request.tokens))}
+            elif request.messages is not None:
+                answer = {"text": self.backend.chat_prompt([template_message(m) for m in request.messages])[0]}
+            else:
+                raise ValueError("send text to tokenize, tokens to detokenize or messages to render")
+        except Exception as exc:
+            self._send(protocol.error(request.id, _as_error(exc), rid=rid))
+            return
+        self._done(rid, request.id, stopped="stop", **{k: v for k, v in answer.items() if v is not None})
 
     # -- I/O thread ----------------------------------------------------------
 
