@@ -6,6 +6,7 @@ Docker Model Runner serves the same routes under ``/engines/v1`` and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import struct
@@ -46,8 +47,9 @@ def _tool_call_deltas(calls: list[tools.Call]) -> Iterator[dict]:
 class _Shape:
     """How chat and plain completions differ on the wire."""
 
-    def __init__(self, chat: bool, model: str, plan: tools.Plan = tools.NO_TOOLS, logprobs: bool = False):
+    def __init__(self, chat: bool, model: str, plan: tools.Plan = tools.NO_TOOLS, logprobs: bool = False, index: int = 0):
         self.chat = chat
+        self.index = index  # the choice this shape writes (n > 1: one shape per choice)
         # a tool call's JSON is not the model's text: no log probabilities for it
         self.logprobs = logprobs and not plan.active
         self.text_offset = 0
@@ -74,13 +76,13 @@ class _Shape:
 
     def whole(self, generation: Generation, text: str) -> dict:
         if not self.chat:
-            choice = {"index": 0, "text": text, "logprobs": self._logprobs(generation), "finish_reason": generation.stopped}
+            choice = {"index": self.index, "text": text, "logprobs": self._logprobs(generation), "finish_reason": generation.stopped}
         else:
             content, calls = tools.parse(text, self.plan)
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if calls:
                 message["tool_calls"] = _tool_calls(calls)
-            choice = {"index": 0, "message": message, "logprobs": self._logprobs(generation),
+            choice = {"index": self.index, "message": message, "logprobs": self._logprobs(generation),
                       "finish_reason": "tool_calls" if calls else generation.stopped}
         return self._frame(self.object, [choice], usage=_usage(generation))
 
@@ -91,34 +93,88 @@ class _Shape:
             if self.first:
                 delta = {"role": "assistant", **delta}
                 self.first = False
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": self.index, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
+            choice = {"index": self.index, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
         if generation is not None:
             choice["logprobs"] = self._logprobs(generation)
         return self._frame(self.chunk_object, [choice], **({"usage": None} if usage else {}))
 
-    def usage_chunk(self, generation: Generation) -> dict:
-        return self._frame(self.chunk_object, [], usage=_usage(generation))
+    def usage_chunk(self, generations: list[Generation]) -> dict:
+        return self._frame(self.chunk_object, [], usage=_usage_of(generations))
+
+    def sibling(self, index: int) -> "_Shape":
+        """The shape of choice ``index`` of the same answer (n > 1)."""
+        other = _Shape(self.chat, self.model, self.plan, self.logprobs, index)
+        other.id, other.created = self.id, self.created
+        return other
 
 
-async def _sse_chunks(shape: _Shape, generation: Generation, include_usage: bool) -> AsyncIterator[bytes]:
+def _usage_of(generations: list[Generation]) -> dict[str, int]:
+    """n choices: the prompt counted once, every choice's tokens."""
+    usage = _usage(generations[0])
+    usage["completion_tokens"] = sum(g.usage.get("completion_tokens", 0) for g in generations)
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+async def _choice_chunks(shape: _Shape, generation: Generation, include_usage: bool) -> AsyncIterator[dict]:
+    """One choice's chunks, as it decodes."""
     reply = tools.ReplyStream(shape.plan)
+    async for piece in generation:
+        text = reply.feed(piece)
+        if text:
+            yield shape.chunk({"content": text}, usage=include_usage, generation=generation)
+    if generation.stopped == "cancelled":
+        raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
+    rest, calls = reply.finish()
+    if rest or shape.first:  # an empty answer still announces the assistant's turn
+        yield shape.chunk({"content": rest or ""}, usage=include_usage)
+    for delta in _tool_call_deltas(calls):
+        yield shape.chunk(delta, usage=include_usage)
+    yield shape.chunk({}, usage=include_usage, finish="tool_calls" if calls else generation.stopped)
+
+
+async def _merged(streams: list[AsyncIterator[dict]]) -> AsyncIterator[dict]:
+    """The chunks of several choices in the order they arrive."""
+    if len(streams) == 1:
+        async for chunk in streams[0]:
+            yield chunk
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(stream: AsyncIterator[dict]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put(chunk)
+        except BaseException as exc:  # handed to the reader, which raises it
+            await queue.put(exc)
+        finally:
+            await queue.put(done)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
     try:
-        async for piece in generation:
-            text = reply.feed(piece)
-            if text:
-                yield sse(shape.chunk({"content": text}, usage=include_usage, generation=generation))
-        if generation.stopped == "cancelled":
-            raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping")
-        rest, calls = reply.finish()
-        if rest or shape.first:  # an empty answer still announces the assistant's turn
-            yield sse(shape.chunk({"content": rest or ""}, usage=include_usage))
-        for delta in _tool_call_deltas(calls):
-            yield sse(shape.chunk(delta, usage=include_usage))
-        yield sse(shape.chunk({}, usage=include_usage, finish="tool_calls" if calls else generation.stopped))
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _sse_chunks(shapes: list[_Shape], generations: list[Generation], include_usage: bool) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in _merged([_choice_chunks(s, g, include_usage) for s, g in zip(shapes, generations)]):
+            yield sse(chunk)
         if include_usage:
-            yield sse(shape.usage_chunk(generation))
+            yield sse(shapes[0].usage_chunk(generations))
     except CorralError as exc:
         # The status line is gone already: the error travels as an event.
         yield sse(openai_body(exc, status_for(exc)))
@@ -130,13 +186,22 @@ async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, 
     if rs.preload_only(request):
         await rs.link(request).load(model)
         return JSONResponse({"model": model, "preloaded": True})
-    shape = _Shape(op == "chat", model, plan, logprobs=options.get("logprobs") is not None)
+    first = _Shape(op == "chat", model, plan, logprobs=options.get("logprobs") is not None)
+    each = sampling.each_choice(options, req.n)
+    shapes = [first] + [first.sibling(i) for i in range(1, len(each))]
     if not req.stream:
-        generation, text = await rs.complete(request, op, model, payload, options)
-        return JSONResponse(shape.whole(generation, text))
-    generation = await rs.open_generation(request, op, model, payload, options)
+        answers = await rs.complete_all(request, op, model, payload, each)
+        bodies = [shape.whole(g, text) for shape, (g, text) in zip(shapes, answers)]
+        body = {**bodies[0], "choices": [b["choices"][0] for b in bodies], "usage": _usage_of([g for g, _ in answers])}
+        return JSONResponse(body)
+    generations = await rs.open_generations(request, op, model, payload, each)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return EventStream(_sse_chunks(shape, generation, include_usage), generation.cancel, "text/event-stream", SSE_HEADERS)
+
+    async def cancel_all() -> None:
+        for g in generations:
+            await g.cancel()
+
+    return EventStream(_sse_chunks(shapes, generations, include_usage), cancel_all, "text/event-stream", SSE_HEADERS)
 
 
 async def chat_completions(request: Request) -> Response:

@@ -3,6 +3,7 @@ running a generation while watching for the client to hang up."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -56,28 +57,50 @@ def preload_only(request: Request) -> bool:
 
 async def open_generation(request: Request, op: str, model: str, payload: Any, options: dict[str, Any]) -> Generation:
     """A generation whose first event has arrived (its errors raised)."""
-    return await until_disconnect(request.receive, lambda: link(request).generation(op, model, payload, options))
+    return (await open_generations(request, op, model, payload, [options]))[0]
+
+
+async def open_generations(request: Request, op: str, model: str, payload: Any, each: list[dict[str, Any]]) -> list[Generation]:
+    """One generation per options map, started together (so the worker
+    decodes them side by side), each with its first event in; if one fails
+    the others are cancelled and its error raised."""
+    return await until_disconnect(request.receive, lambda: _open_all(request, op, model, payload, each))
+
+
+async def _open_all(request: Request, op: str, model: str, payload: Any, each: list[dict[str, Any]]) -> list[Generation]:
+    opened = await asyncio.gather(*(link(request).generation(op, model, payload, o) for o in each), return_exceptions=True)
+    failed = next((g for g in opened if isinstance(g, BaseException)), None)
+    if failed is not None:
+        for g in opened:
+            if isinstance(g, Generation):
+                await g.cancel()
+        raise failed
+    return list(opened)  # type: ignore[arg-type]
 
 
 async def complete(request: Request, op: str, model: str, payload: Any, options: dict[str, Any]) -> tuple[Generation, str]:
     """A whole answer: the generation and its text. A client that hangs up
     meanwhile cancels it."""
-    generation: Generation | None = None
+    return (await complete_all(request, op, model, payload, [options]))[0]
 
-    async def run() -> str:
-        nonlocal generation
-        generation = await link(request).generation(op, model, payload, options)
-        return await generation.text()
+
+async def complete_all(request: Request, op: str, model: str, payload: Any, each: list[dict[str, Any]]) -> list[tuple[Generation, str]]:
+    """Whole answers, one per options map, decoded side by side."""
+    generations: list[Generation] = []
+
+    async def run() -> list[str]:
+        generations.extend(await _open_all(request, op, model, payload, each))
+        return list(await asyncio.gather(*(g.text() for g in generations)))
 
     try:
-        text = await until_disconnect(request.receive, run)
+        texts = await until_disconnect(request.receive, run)
     except BaseException:
-        if generation is not None:
-            await generation.cancel()
+        for g in generations:
+            await g.cancel()
         raise
-    if generation.stopped == "cancelled":
+    if any(g.stopped == "cancelled" for g in generations):
         raise Cancelled("the answer was cancelled: its model was unloaded or the supervisor is stopping; send it again")
-    return generation, text
+    return list(zip(generations, texts))
 
 
 def unix_now() -> int:

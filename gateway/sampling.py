@@ -66,8 +66,6 @@ def logprobs_option(req: Any) -> int | None:
 
 def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, response_format: Any = None) -> dict[str, Any]:
     """Client keyword arguments for an OpenAI request's sampling fields."""
-    if req.n not in (None, 1):
-        raise BadRequest(f"n: corral returns one choice per request; n must be 1, not {req.n}")
     options: dict[str, Any] = {
         "max_tokens": max_tokens if max_tokens is not None else req.max_tokens,
         "temperature": req.temperature,
@@ -89,6 +87,22 @@ def openai_options(req: schemas.Sampling, *, max_tokens: int | None = None, resp
             raise BadRequest("grammar: cannot be combined with a JSON response_format; send one of them")
         options["grammar"] = req.grammar
     return {k: v for k, v in options.items() if v is not None}
+
+
+MAX_CHOICES = 8
+
+
+def each_choice(options: dict[str, Any], n: int | None) -> list[dict[str, Any]]:
+    """The options of each of ``n`` choices, decoded side by side: a seed
+    given is the first choice's, the next ones take the seeds after it (the
+    same seed would give the same answer n times)."""
+    if n is None:
+        n = 1
+    if not 1 <= n <= MAX_CHOICES:
+        raise BadRequest(f"n: corral returns 1 to {MAX_CHOICES} choices per request, not {n}")
+    seed = options.get("seed")
+    step = 1 if seed is None or seed + n < 2**63 else -1  # stay within the 64 bits the wire carries
+    return [options if seed is None or i == 0 else {**options, "seed": seed + step * i} for i in range(n)]
 
 
 def _part_field(part: Any, name: str) -> Any:

@@ -102,10 +102,28 @@ def test_unknown_model_is_not_found(gateway, missing_model):
     assert info.value.body["code"] == "model_not_found"
 
 
-def test_n_other_than_one_is_refused_by_name(gateway):
-    with pytest.raises(openai.BadRequestError) as info:
-        sdk(gateway).chat.completions.create(model=ECHO, messages=HI, n=2)
-    assert "n must be 1" in info.value.body["message"]
+def test_n_choices_whole_and_streamed_and_more_than_8_refused(gateway):
+    client = sdk(gateway)
+    answer = client.chat.completions.create(model=ECHO, messages=[{"role": "user", "content": "echo:a b c"}], n=4)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    assert all(c.message.content == "a b c" for c in answer.choices)
+    one = client.chat.completions.create(model=ECHO, messages=[{"role": "user", "content": "echo:a b c"}])
+    # every choice's tokens, the prompt counted once
+    assert answer.usage.completion_tokens == 4 * one.usage.completion_tokens and answer.usage.prompt_tokens == one.usage.prompt_tokens
+    legacy = client.completions.create(model=ECHO, prompt="echo:x y", n=3, max_tokens=5)
+    assert sorted(c.index for c in legacy.choices) == [0, 1, 2] and all(c.text == "x y" for c in legacy.choices)
+    stream = client.chat.completions.create(model=ECHO, messages=[{"role": "user", "content": "echo:one two"}], n=3, stream=True,
+                                            stream_options={"include_usage": True})
+    texts, usage = {}, None
+    for chunk in stream:
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+        usage = chunk.usage or usage
+    assert texts == {0: "one two", 1: "one two", 2: "one two"} and usage.completion_tokens == 6
+    for n in (0, 9, 100):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model=ECHO, messages=HI, n=n)
+        assert info.value.body["message"].startswith("n: ")
 
 
 SCHEMA = {
