@@ -5,7 +5,6 @@ supervisor pid must answer."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import msgpack
