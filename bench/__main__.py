@@ -24,6 +24,7 @@ SECTIONS = {
     "pull": "bench.pull",
     "http": "bench.http",
     "agent": "bench.agent",
+    "llama_server": "bench.llama_server",
 }
 
 # figure -> (goal, "min" or "max")
@@ -50,6 +51,7 @@ GOALS = {
     "batch_ratio_vs_llama_server_c8": (1.0, "min"),
     "seeded_ttft_ratio": (1.1, "max"),
     "logprobs_decode_ratio": (0.95, "min"),
+    "n4_vs_4_requests": (1.0, "max"),
 }
 
 
