@@ -26,21 +26,6 @@ from corral.supervisor.errors import BadRequest, CorralError
 from corral.supervisor.model_files import read_header
 
 
-async def model_for(request: Request, name: str | None) -> str:
-    """The model a request runs: the one it names, else the default model,
-    else the only model loaded."""
-    if name:
-        return sampling.model_name(name)
-    default = rs.settings(request).default_model
-    if default:
-        return default
-    loaded = sorted({row["model"] for row in await rs.link(request).ps()})
-    if len(loaded) == 1:
-        return loaded[0]
-    which = "several models are loaded" if loaded else "no model is loaded"
-    raise BadRequest(f"model: name the model to run ({which} and CORRAL_DEFAULT_MODEL is not set)")
-
-
 def completion_options(req: schemas.LlamaCompletionRequest) -> dict[str, Any]:
     if req.id_slot not in (None, -1):
         raise BadRequest("id_slot: corral places each request in a slot itself; leave id_slot unset or -1")
@@ -113,7 +98,7 @@ def _final(model: str, prompt: str, text: str, generation: Generation, probs: bo
 
 async def completion(request: Request) -> Response:
     req = await rs.body(request, schemas.LlamaCompletionRequest)
-    model = await model_for(request, req.model)
+    model = await rs.model_for(request, req.model)
     options = completion_options(req)
     if isinstance(req.prompt, str):
         prompt = req.prompt
@@ -140,7 +125,7 @@ def _piece(raw: bytes) -> str | list[int]:
 
 async def tokenize(request: Request) -> Response:
     req = await rs.body(request, schemas.LlamaTokenizeRequest)
-    model = await model_for(request, req.model)
+    model = await rs.model_for(request, req.model)
     answer = await rs.link(request).tokenizer("tokenize", model, req.content, special=req.add_special, pieces=req.with_pieces)
     if req.with_pieces:
         return JSONResponse({"tokens": [{"id": t, "piece": _piece(p)} for t, p in zip(answer["tokens"], answer["pieces"])]})
@@ -149,13 +134,13 @@ async def tokenize(request: Request) -> Response:
 
 async def detokenize(request: Request) -> Response:
     req = await rs.body(request, schemas.LlamaDetokenizeRequest)
-    model = await model_for(request, req.model)
+    model = await rs.model_for(request, req.model)
     return JSONResponse({"content": await rs.link(request).tokenizer("detokenize", model, req.tokens)})
 
 
 async def apply_template(request: Request) -> Response:
     req = await rs.body(request, schemas.LlamaTemplateRequest)
-    model = await model_for(request, req.model)
+    model = await rs.model_for(request, req.model)
     messages = tools.with_instructions(sampling.openai_messages(req.messages), tools.NO_TOOLS)  # as the wire carries them
     return JSONResponse({"prompt": await rs.link(request).tokenizer("render_chat", model, messages)})
 
@@ -196,7 +181,7 @@ def _unavailable(message: str) -> Response:
 async def props(request: Request) -> Response:
     """The model's facts as llama-server's /props gives them: context,
     chat template, slots; read from the catalog and the file header."""
-    name = await model_for(request, request.query_params.get("model"))
+    name = await rs.model_for(request, request.query_params.get("model"))
     spec = catalog.resolve(name, rs.settings(request), names_only=True)
     template = spec.chat_template
     if template is None and spec.backend == catalog.LLAMA_CPP:

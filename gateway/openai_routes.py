@@ -206,7 +206,7 @@ async def _answer(request: Request, req: schemas.Sampling, op: str, model: str, 
 
 async def chat_completions(request: Request) -> Response:
     req = await rs.body(request, schemas.ChatCompletionRequest)
-    model = sampling.model_name(req.model)
+    model = await rs.model_for(request, req.model)
     plan = rs.for_model(request, model, sampling.openai_tools(req))
     options = sampling.openai_options(req, max_tokens=req.max_completion_tokens or req.max_tokens, response_format=req.response_format)
     if plan.active and "grammar" in options:
@@ -218,7 +218,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def completions(request: Request) -> Response:
     req = await rs.body(request, schemas.CompletionRequest)
-    model = sampling.model_name(req.model)
+    model = await rs.model_for(request, req.model)
     if req.echo:
         raise BadRequest("echo: corral does not echo the prompt; leave echo unset")
     if req.suffix:
@@ -235,7 +235,7 @@ def _vector(values: list[float], encoding: str) -> list[float] | str:
 
 async def embeddings(request: Request) -> Response:
     req = await rs.body(request, schemas.EmbeddingRequest)
-    model = sampling.model_name(req.model)
+    model = await rs.model_for(request, req.model)
     inputs = [req.input] if isinstance(req.input, str) else req.input
     result = await rs.link(request).embed(model, inputs)
     data = [{"object": "embedding", "index": i, "embedding": _vector(v, req.encoding_format)} for i, v in enumerate(result["embeddings"])]

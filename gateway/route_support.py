@@ -14,11 +14,12 @@ from starlette.responses import JSONResponse as _StarletteJSON
 
 from corral.configs.settings import Settings
 from corral.gateway import tools
+from corral.gateway.sampling import model_name
 from corral.gateway.disconnect import until_disconnect
 from corral.gateway.model_listing import tool_format
 from corral.gateway.schemas import decode_body
 from corral.gateway.supervisor_link import Generation, SupervisorLink
-from corral.supervisor.errors import Cancelled
+from corral.supervisor.errors import BadRequest, Cancelled
 
 T = TypeVar("T")
 
@@ -48,6 +49,21 @@ def for_model(request: Request, model: str, plan: tools.Plan) -> tools.Plan:
     if not plan.functions:
         return plan
     return replace(plan, format=tool_format(settings(request), model))
+
+
+async def model_for(request: Request, name: str | None) -> str:
+    """The model a request runs: the one it names, else the default model,
+    else the only model loaded."""
+    if name:
+        return model_name(name)
+    default = settings(request).default_model
+    if default:
+        return default
+    loaded = sorted({row["model"] for row in await link(request).ps()})
+    if len(loaded) == 1:
+        return loaded[0]
+    which = "several models are loaded" if loaded else "no model is loaded"
+    raise BadRequest(f"model: name the model to run ({which} and CORRAL_DEFAULT_MODEL is not set)")
 
 
 def preload_only(request: Request) -> bool:

@@ -129,7 +129,7 @@ ResponseFormat = ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJ
 
 
 class ChatCompletionRequest(Sampling, kw_only=True):
-    model: ModelName
+    model: ModelName | None = None  # left out: as llama-server's routes (route_support.model_for)
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=4096)]
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = None
@@ -141,7 +141,7 @@ class ChatCompletionRequest(Sampling, kw_only=True):
 
 
 class CompletionRequest(Sampling, kw_only=True):
-    model: ModelName
+    model: ModelName | None = None
     prompt: str | Annotated[list[str], Meta(min_length=1, max_length=1)]
     echo: bool = False
     suffix: str | None = None
@@ -192,7 +192,7 @@ class LlamaTemplateRequest(Struct, kw_only=True):
 
 
 class EmbeddingRequest(Struct, kw_only=True):
-    model: ModelName
+    model: ModelName | None = None
     input: str | Annotated[list[str], Meta(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None

@@ -57,6 +57,8 @@ def test_grammar_holds_the_answer_on_every_route(tiny):
     ({"grammar": "root ::= foo"}, "grammar", "Undefined rule identifier 'foo'"),  # llama.cpp's own words
     ({"grammar": "root ::= [a-"}, "grammar", "unexpected end of input"),
     ({"grammar": "root ::= root \"a\""}, "grammar", "left recursion"),  # it could never end
+    ({"grammar": "root ::= [z-a]"}, "grammar", "runs backwards"),  # llama.cpp would abort the worker on it
+    ({"grammar": 'root ::= "a"{5,2}'}, "grammar", "at most 2"),  # ... or grow it past any memory
     ({"grammar": "x" * (1 << 20)}, "grammar", ""),
     ({"n_probs": 10000}, "n_probs", ""),
     ({"id_slot": 3}, "id_slot", ""),
@@ -83,6 +85,8 @@ def test_the_model_may_be_left_out(gateway_factory, tiny_catalog, monkeypatch):
         assert http.post("/completion", json={"model": model, "prompt": "hi", "n_predict": 1}).status_code == 200
         alone = http.post("/completion", json={"prompt": "hi", "n_predict": 1})  # the one loaded runs it
         assert alone.status_code == 200 and alone.json()["model"] == model
+        chat = http.post("/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+        assert chat.status_code == 200 and chat.json()["model"] == model  # the OpenAI routes too, as llama-server's
 
 
 def test_a_default_model_and_health_and_props_start_no_worker(gateway_factory, tiny_catalog):

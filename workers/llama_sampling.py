@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from typing import Any, Mapping
 
@@ -63,17 +64,101 @@ def grammar_text(settings: Mapping[str, Any]) -> str | None:
     """GBNF for the request: its own grammar, or its JSON schema converted
     with llama-cpp-python's converter. A bad schema is the caller's error."""
     if settings.get("grammar"):
-        return settings["grammar"]
+        return check_gbnf(settings["grammar"])
     schema = settings.get("json_schema")
     if not schema:
         return None
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    text = schema if isinstance(schema, str) else json.dumps(schema)
     try:
-        return json_schema_to_gbnf(text)
+        text = json.dumps(_any_items(json.loads(schema) if isinstance(schema, str) else schema))
+        return check_gbnf(json_schema_to_gbnf(text))
     except Exception as exc:  # json errors, unsupported schema constructs
-        raise ValueError(f"json_schema is not a usable JSON schema ({exc}); send a valid JSON schema") from None
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ValueError(f"a JSON schema (json_schema, response_format or a tool's parameters) cannot be used: {reason}; "
+                         "send a valid JSON schema") from None
+
+
+def _any_items(schema: Any) -> Any:
+    """``"items": {}`` (an array of anything) as the converter can take it:
+    it reads an empty ``items`` as missing and then fails on
+    ``prefixItems``."""
+    if isinstance(schema, dict):
+        return {k: _any_items(v) for k, v in schema.items() if not (k == "items" and v == {})}
+    if isinstance(schema, list):
+        return [_any_items(v) for v in schema]
+    return schema
+
+
+# A repetition {m,n} is expanded into that many rules: bounded, so that a
+# request cannot make a worker build millions of them.
+MAX_REPEAT = 10_000
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.S)
+_REPEAT = re.compile(r"\{\s*(\d*)\s*(,?)\s*(\d*)\s*\}")
+
+
+def check_gbnf(text: str) -> str:
+    """``text`` if llama.cpp can run it safely. Its parser takes two things
+    it cannot run: a character range that runs backwards (``[z-a]``: the
+    sampler aborts the worker on the first token) and a repetition whose
+    minimum is past its maximum (``{5,2}``: the expansion runs away with
+    the memory). Both are refused here, with a bound on repetitions."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":  # a comment, to the end of the line
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif c == '"':  # a literal: skip it, escapes and all
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c == "[":
+            i = _check_class(text, i + 1)
+        elif c == "{":
+            match = _REPEAT.match(text, i)
+            if match:
+                low, comma, high = match.groups()
+                m = int(low or 0)
+                hi = m if not comma else (int(high) if high else None)
+                if hi is not None and m > hi:
+                    raise ValueError(f"grammar: the repetition {match.group(0)} asks for at least {m} but at most {hi}; write {{{hi},{m}}}")
+                if max(m, hi or 0) > MAX_REPEAT:
+                    raise ValueError(f"grammar: the repetition {match.group(0)} is past the limit of {MAX_REPEAT}; use * or + for long runs")
+                i = match.end() - 1
+        i += 1
+    return text
+
+
+def _char(text: str, i: int) -> tuple[int, int]:
+    """The code point of the (possibly escaped) character at ``i``, and the index after it."""
+    if text[i] == "\\":
+        match = _ESCAPE.match(text, i)
+        if match is None:
+            return ord("\\"), i + 1
+        body = match.group(1)
+        if body[0] in "xuU" and len(body) > 1:
+            return int(body[1:], 16), match.end()
+        return ord({"n": "\n", "r": "\r", "t": "\t"}.get(body, body)), match.end()
+    return ord(text[i]), i + 1
+
+
+def _shown(code: int) -> str:
+    return chr(code) if chr(code).isprintable() and code < 0x10000 else f"U+{code:04X}"
+
+
+def _check_class(text: str, i: int) -> int:
+    """Check a character class from just after its ``[``; the index of its ``]``."""
+    n = len(text)
+    if i < n and text[i] == "^":
+        i += 1
+    while i < n and text[i] != "]":
+        low, i = _char(text, i)
+        if i + 1 < n and text[i] == "-" and text[i + 1] != "]":
+            high, i = _char(text, i + 1)
+            if low > high:
+                raise ValueError(f"grammar: the character range {_shown(low)}-{_shown(high)} runs backwards; write it low to high")
+    return i
 
 
 def build_sampler(settings: Mapping[str, Any], vocab: Any, n_vocab: int) -> Any:
