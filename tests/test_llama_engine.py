@@ -293,3 +293,29 @@ def test_similar_texts_embed_closer(smol):
 
     assert len(cat) == 576
     assert cos(cat, kitten) > cos(cat, market)
+
+
+def test_choices_of_one_prompt_share_its_evaluation(tiny_files):
+    """n choices of one prompt (and prompts that start alike): the prompt's
+    cells are evaluated once and shared, and seeded answers are bit for bit
+    those each gets alone on a fresh engine."""
+    shared = engine(tiny_files["llama"], parallel=4, chunk=16)
+    try:
+        prompt = prompt_of(shared, 40)
+        requests = {i: (prompt, Sampling(temperature=1.0, seed=i, max_tokens=8)) for i in range(1, 4)}
+        texts, usages = run_all(shared, requests)
+        n = usages[1].prompt_tokens
+        # the two whole aligned chunks (32 tokens) evaluated once, borrowed by the other two
+        assert shared.engine.reused_tokens >= 2 * 32
+        loose = {i: (prompt, Sampling(temperature=1.0, max_tokens=4)) for i in range(10, 14)}
+        before = shared.engine.reused_tokens
+        run_all(shared, loose)
+        assert shared.engine.reused_tokens - before >= 3 * (n - 1)  # unseeded: all but each last token
+    finally:
+        shared.close()
+    for i, (p, sampling) in requests.items():
+        alone = engine(tiny_files["llama"], parallel=4, chunk=16)
+        try:
+            assert "".join(alone.stream(p, sampling, Usage())) == texts[i]
+        finally:
+            alone.close()

@@ -137,6 +137,33 @@ class Engine:
         slot.exact = min(slot.exact, keep)
         self.reused_tokens += keep
 
+    def _borrow(self, seq: Sequence) -> None:
+        """Share the cells another slot holds of this prompt beyond what its
+        own slot has: the n choices of one request (and any prompts that
+        start alike) evaluate their common prompt once. llama.cpp's unified
+        cache shares the cells, nothing is copied. A seeded sequence
+        borrows whole aligned chunks only (see the module's "Seeds"); the
+        last prompt token is always its own, for its logits."""
+        slot = seq.slot
+        have = len(slot.cached)
+        limit = len(seq.tokens) - 1
+        best, best_n = None, have
+        for other in self.slots:
+            if other is slot or len(other.cached) <= best_n:
+                continue
+            n = min(_common_prefix(other.cached, seq.tokens), limit)
+            if seq.seeded:
+                n = min(n, other.exact) // self.chunk * self.chunk
+            if n > best_n:
+                best, best_n = other, n
+        if best is None:
+            return
+        L.llama_memory_seq_cp(self.memory, best.seq_id, slot.seq_id, have, best_n)
+        if slot.exact == have and best_n <= best.exact and best_n % self.chunk == 0:
+            slot.exact = best_n  # whole aligned chunks, as if evaluated here
+        slot.cached.extend(seq.tokens[have:best_n])
+        self.reused_tokens += best_n - have
+
     # -- the step --------------------------------------------------------------
 
     def active(self) -> int:
@@ -148,6 +175,9 @@ class Engine:
         self._place_waiting()
         if not self.running:
             return []
+        for seq in self.running:  # before this step adds tokens: only cells already evaluated are shared
+            if seq.next_token < 0:
+                self._borrow(seq)
         tok, pos, logits, seqs = self._tok, self._pos, self._logits, self._seq
         n = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -166,6 +196,7 @@ class Engine:
             n += 1
         self.steps += 1
         budget = self.chunk
+        scheduled: list[tuple[list[int], int, int]] = []  # prompt chunks in this step: (prompt, start, end)
         # Prompts take turns at the chunk budget, least recently fed first,
         # so a stream of short prompts never starves a long one.
         for seq in sorted(prefilling, key=lambda s: s.fed):
@@ -176,6 +207,10 @@ class Engine:
             end = min(len(seq.tokens), (start // self.chunk + 1) * self.chunk)
             if end - start > budget:
                 continue  # does not fit whole in what is left of this step
+            shareable = not seq.seeded or end % self.chunk == 0  # what a seeded twin may borrow
+            if end - start > 1 and shareable and any(s == start and _common_prefix(p, seq.tokens) >= end for p, s, _ in scheduled):
+                continue  # a twin evaluates these very tokens now: borrow its cells next step
+            scheduled.append((seq.tokens, start, end))
             sid = slot.seq_id
             for p in range(start, end):
                 tok[n] = seq.tokens[p]
