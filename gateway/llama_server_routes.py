@@ -23,6 +23,7 @@ from corral.gateway.route_support import JSONResponse
 from corral.gateway.sse import SSE_HEADERS, EventStream, sse
 from corral.gateway.supervisor_link import Generation
 from corral.supervisor.errors import BadRequest, CorralError
+from corral.supervisor.memory import worker_sequences
 from corral.supervisor.model_files import read_header
 
 
@@ -186,7 +187,7 @@ async def props(request: Request) -> Response:
     template = spec.chat_template
     if template is None and spec.backend == catalog.LLAMA_CPP:
         template = read_header(spec.path).chat_template
-    slots = spec.parallel or rs.settings(request).parallel or 4  # the llama.cpp backend's default
+    slots = worker_sequences(spec, rs.settings(request).parallel)  # what one worker decodes together
     return JSONResponse({
         "default_generation_settings": {"n_ctx": spec.context_length, "params": {}},
         "total_slots": slots,
