@@ -154,7 +154,7 @@ async def _chunks(model: str, prompt: str, generation: Generation, probs: bool) 
             if probs:
                 chunk["completion_probabilities"] = _probabilities(generation.take_logprobs())
             yield sse(chunk)
-        yield sse({**_final(model, prompt, "", generation, probs)})
+        yield sse(_final(model, prompt, "", generation, probs))
     except CorralError as exc:
         yield sse({"error": {"code": 500, "message": exc.message, "type": "server_error"}})
 

@@ -327,7 +327,8 @@ def likeliest(logits: np.ndarray, top: int) -> np.ndarray:
     (0.03 ms). Exact: the whole row is the fallback when the floor leaves
     fewer than ``top``."""
     sample = logits[::64]
-    floor = np.partition(sample, -min(top, len(sample)))[-min(top, len(sample))]
+    k = min(top, len(sample))
+    floor = np.partition(sample, -k)[-k]
     candidates = np.flatnonzero(logits >= floor)
     if len(candidates) < top:
         candidates = np.arange(len(logits))
